@@ -1,0 +1,48 @@
+# Alcove: `make run` serves a local instance on the embedded database; `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+PYTEST_ARGS ?=
+SOURCES := server signalling tests
+
+.PHONY: run test lint bench assets setup setup-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e ".[dev]"
+	@touch $@ $(VENV)/.installed
+
+setup: $(VENV)/.installed assets
+
+setup-dev: $(VENV)/.installed-dev assets
+
+# Web assets: plain ES modules and CSS are served as they are; nothing to build yet.
+assets:
+	@true
+
+run: setup
+	@mkdir -p var
+	$(BIN)/alcove migrate
+	$(BIN)/alcove demo
+	$(BIN)/alcove serve
+
+test: setup-dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup-dev
+	$(BIN)/ruff check $(SOURCES) bench
+	$(BIN)/ruff format --check $(SOURCES) bench
+	$(BIN)/mypy --strict $(SOURCES)
+
+bench: setup-dev
+	@echo "no benchmarks yet"
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from babel.dates import format_date, format_time
+
+from server import auth_views, dashboard, health, i18n
+from server.db import create_engine, sessionmaker, utcnow
+from server.keys import CLOCK, ENGINE, LANG, REQUEST_ID, SESSIONMAKER, SETTINGS, Clock
+from server.middleware import CATALOGS, request_context
+from server.settings import Settings
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = create_engine(app[SETTINGS].database_url)
+    app[ENGINE] = engine
+    app[SESSIONMAKER] = sessionmaker(engine)
+    yield
+    await engine.dispose()
+
+
+def _setup_templates(app: web.Application) -> None:
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
+        extensions=["jinja2.ext.i18n"],
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        context_processors=[_page_context],
+    )
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        i18n.gettext, i18n.ngettext, newstyle=True
+    )
+    env.filters["local_time"] = _local_time
+    env.filters["local_date"] = _local_date
+    env.globals["asset"] = lambda path: app.router["static"].url_for(filename=path)
+
+
+async def _page_context(request: web.Request) -> dict[str, object]:
+    return {"lang": request.get(LANG, i18n.DEFAULT_LOCALE), "request_id": request[REQUEST_ID]}
+
+
+def _local_time(value: dt.datetime, tz: zoneinfo.ZoneInfo) -> str:
+    return format_time(value.astimezone(tz), format="short", locale=i18n.current_locale())
+
+
+def _local_date(value: dt.date, fmt: str = "full") -> str:
+    return format_date(value, format=fmt, locale=i18n.current_locale())
+
+
+def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
+    """Build the Alcove application for ``settings``; ``clock`` returns the current UTC instant."""
+    app = web.Application(middlewares=[request_context], client_max_size=MAX_REQUEST_BYTES)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[CATALOGS] = i18n.Catalogs()
+    _setup_templates(app)
+    app.cleanup_ctx.append(_database)
+    health.setup(app)
+    auth_views.setup(app)
+    dashboard.setup(app)
+    app.router.add_static(
+        "/static/", WEB_DIR / "static", name="static", follow_symlinks=False, append_version=True
+    )
+    return app

@@ -1,0 +1,144 @@
+"""The ``alcove`` command: migrate, manage therapists, seed demo data and serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from server import accounts, audit, logs, migrate
+from server.audit import Actor
+from server.db import create_engine, sessionmaker, utcnow
+from server.settings import Settings, SettingsError, load_settings
+
+
+def _fail(message: str) -> int:
+    print(f"alcove: {message}", file=sys.stderr)
+    return 2
+
+
+async def _migrate(settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise accounts.InvalidAccount("password: the two entries differ")
+    return first
+
+
+async def _create_therapist(settings: Settings, args: argparse.Namespace, password: str) -> int:
+    engine = create_engine(settings.database_url)
+    try:
+        async with sessionmaker(engine)() as db, db.begin():
+            therapist = await accounts.create_therapist(
+                db, email=args.email, name=args.name, timezone=args.timezone, password=password
+            )
+            audit.record(
+                db,
+                at=utcnow(),
+                actor=Actor.SYSTEM,
+                actor_id=None,
+                action="therapist_created",
+                record_type="therapist",
+                record_id=therapist.id,
+            )
+            therapist_id = therapist.id
+    finally:
+        await engine.dispose()
+    print(f"created therapist {therapist_id}")
+    return 0
+
+
+async def _demo(settings: Settings) -> int:
+    from server.demo import ensure_demo
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with sessionmaker(engine)() as db, db.begin():
+            state = await ensure_demo(db, settings.data_dir, utcnow())
+    finally:
+        await engine.dispose()
+    base = settings.public_url
+    print("Demo therapist")
+    print(f"  e-mail:    {state.email}")
+    print(f"  password:  {state.password}")
+    print(f"Demo client join link (appointment starting now):\n  {base}/join/{state.join_token}")
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    from server.app import create_app
+
+    app = create_app(settings)
+    base = settings.public_url
+
+    def announce(_line: str) -> None:
+        print(f"Alcove is running at {base}/  (sign in at {base}/login)", flush=True)
+        print(f"Health: {base}/healthz  Ready: {base}/readyz  Stop with Ctrl+C", flush=True)
+
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log_class=logs.AccessLogger,
+        print=announce,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alcove", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="upgrade the database schema to the latest version")
+    sub.add_parser("serve", help="serve the application")
+    sub.add_parser("demo", help="create (or reuse) demo data and print how to use it")
+    therapist = sub.add_parser("therapist", help="manage therapist accounts")
+    therapist_sub = therapist.add_subparsers(dest="action", required=True)
+    create = therapist_sub.add_parser(
+        "create", help="create an account; the password is read from a prompt or stdin"
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--timezone", required=True, help="IANA time zone, e.g. Europe/Berlin")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return _fail(f"cannot start: {exc}")
+    logs.configure(settings.log_level)
+    try:
+        if args.command == "migrate":
+            asyncio.run(_migrate(settings))
+            print("database is up to date")
+            return 0
+        if args.command == "demo":
+            return asyncio.run(_demo(settings))
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "therapist" and args.action == "create":
+            return asyncio.run(_create_therapist(settings, args, _read_password()))
+    except accounts.InvalidAccount as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    return _fail("unknown command")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""The therapist's dashboard: today's appointments in the therapist's own time zone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from server import sessions
+from server.keys import CLOCK, SESSIONMAKER
+from server.models import Appointment
+
+
+def local_day_bounds(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC instants where the local calendar day containing ``now`` starts and ends.
+
+    Computed from wall-clock midnights, so a 23- or 25-hour day is handled.
+    """
+    today = now.astimezone(tz).date()
+    start = dt.datetime.combine(today, dt.time(), tzinfo=tz)
+    end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+
+
+async def appointments_between(
+    db: AsyncSession, therapist_id: int, start: dt.datetime, end: dt.datetime
+) -> list[Appointment]:
+    rows = await db.scalars(
+        select(Appointment)
+        .where(
+            Appointment.therapist_id == therapist_id,
+            Appointment.starts_at < end,
+            Appointment.ends_at > start,
+        )
+        .options(selectinload(Appointment.client))
+        .order_by(Appointment.starts_at)
+    )
+    return list(rows)
+
+
+@sessions.therapist_required
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    me = sessions.signed_in(request)
+    tz = zoneinfo.ZoneInfo(me.therapist.timezone)
+    now = request.app[CLOCK]()
+    start, end = local_day_bounds(now, tz)
+    async with request.app[SESSIONMAKER]() as db:
+        appointments = await appointments_between(db, me.therapist.id, start, end)
+    context: dict[str, Any] = {
+        "therapist": me.therapist,
+        "csrf_token": me.csrf_token,
+        "today": now.astimezone(tz).date(),
+        "tz": tz,
+        "appointments": appointments,
+    }
+    return aiohttp_jinja2.render_template("dashboard.html", request, context)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    target = "/dashboard" if await sessions.load(request) is not None else "/login"
+    raise web.HTTPSeeOther(target)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/", index, name="index")
+    app.router.add_get("/dashboard", dashboard, name="dashboard")

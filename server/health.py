@@ -1,0 +1,36 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from sqlalchemy import text
+
+from server.keys import ENGINE
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT = 2.0
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """The process is alive and serving."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The process can do useful work: the database answers."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            async with request.app[ENGINE].connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not ready"; the reason is logged
+        log.warning("readiness check failed: database: %s", type(exc).__name__)
+        return web.json_response({"status": "unavailable", "database": "down"}, status=503)
+    return web.json_response({"status": "ready", "database": "ok"})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")

@@ -1,0 +1,200 @@
+"""Shared fixtures: a clean, migrated database per test, settings, a controllable clock.
+
+Tests run on SQLite by default.  With ``ALCOVE_TEST_DATABASE_URL`` pointing at
+PostgreSQL, every test gets its own freshly created database on that server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server import accounts
+from server.app import create_app
+from server.db import create_engine, sessionmaker
+from server.migrate import upgrade
+from server.models import Therapist
+from server.settings import Settings, load_settings
+
+TEST_DATABASE_URL = os.environ.get("ALCOVE_TEST_DATABASE_URL", "")
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+TEST_SECRET = "test-secret-" + "x" * 40
+THERAPIST_EMAIL = "sam.rivera@example.com"
+THERAPIST_PASSWORD = "correct horse battery"
+
+AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+class FakeClock:
+    """A clock the test moves by hand; the app reads it instead of the system time."""
+
+    def __init__(self, now: dt.datetime | None = None) -> None:
+        self.now = now or dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+async def _pg_admin(url: str) -> Any:
+    import asyncpg
+
+    plain = make_url(url).set(drivername="postgresql")
+    return await asyncpg.connect(plain.render_as_string(hide_password=False))
+
+
+class PostgresDatabases:
+    """Creates throw-away databases on a PostgreSQL server, and drops them afterwards."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.created: list[str] = []
+
+    async def create(self) -> str:
+        name = f"alcove_t_{secrets.token_hex(6)}"
+        conn = await _pg_admin(self.server_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self.created.append(name)
+        return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+
+    async def drop_all(self) -> None:
+        if not self.created:
+            return
+        conn = await _pg_admin(self.server_url)
+        try:
+            for name in self.created:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        self.created.clear()
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
+@pytest.fixture
+async def postgres_databases() -> AsyncIterator[PostgresDatabases]:
+    """Fresh PostgreSQL databases on the test server (the default local one if none is set)."""
+    server = TEST_DATABASE_URL if is_postgres(TEST_DATABASE_URL) else DEFAULT_POSTGRES_URL
+    databases = PostgresDatabases(server)
+    try:
+        conn = await _pg_admin(server)
+        await conn.close()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL is not reachable at {make_url(server).host}: {exc}")
+    yield databases
+    await databases.drop_all()
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of the kind under test, used by this test alone."""
+    if is_postgres(TEST_DATABASE_URL):
+        databases = PostgresDatabases(TEST_DATABASE_URL)
+        yield await databases.create()
+        await databases.drop_all()
+    else:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'alcove.db'}"
+
+
+@pytest.fixture
+async def migrated_url(database_url: str) -> str:
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    return database_url
+
+
+def make_settings(database_url: str, data_dir: Path, **env: str) -> Settings:
+    values = {
+        "ALCOVE_DATABASE_URL": database_url,
+        "ALCOVE_SECRET_KEY": TEST_SECRET,
+        "ALCOVE_DATA_DIR": str(data_dir),
+        "ALCOVE_PUBLIC_URL": "http://127.0.0.1:8080",
+    }
+    values.update(env)
+    return load_settings(values, env_file=None)
+
+
+@pytest.fixture
+def settings(migrated_url: str, tmp_path: Path) -> Settings:
+    return make_settings(migrated_url, tmp_path / "var")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory on the test database, for arranging and checking records."""
+    engine = create_engine(settings.database_url)
+    yield sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def therapist(db: async_sessionmaker[AsyncSession]) -> Therapist:
+    async with db() as session, session.begin():
+        return await accounts.create_therapist(
+            session,
+            email=THERAPIST_EMAIL,
+            name="Sam Rivera",
+            timezone="America/New_York",
+            password=THERAPIST_PASSWORD,
+        )
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: AiohttpClient, settings: Settings, clock: FakeClock
+) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(settings, clock=clock))
+
+
+async def login_form_token(client: TestClient[Any, Any]) -> str:
+    response = await client.get("/login")
+    assert response.status == 200
+    html = await response.text()
+    marker = 'name="csrf_token" value="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
+async def sign_in(
+    client: TestClient[Any, Any],
+    email: str = THERAPIST_EMAIL,
+    password: str = THERAPIST_PASSWORD,
+) -> Any:
+    token = await login_form_token(client)
+    return await client.post(
+        "/login",
+        data={"csrf_token": token, "email": email, "password": password},
+        allow_redirects=False,
+    )
+
+
+def csrf_from(html: str) -> str:
+    marker = 'name="csrf_token" value="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
