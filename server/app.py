@@ -12,7 +12,7 @@ import jinja2
 from aiohttp import web
 from babel.dates import format_date, format_time
 
-from server import auth_views, dashboard, health, i18n
+from server import auth_views, call_views, calls, dashboard, health, i18n, join, ws
 from server.db import create_engine, sessionmaker, utcnow
 from server.keys import CLOCK, ENGINE, LANG, REQUEST_ID, SESSIONMAKER, SETTINGS, Clock
 from server.middleware import CATALOGS, request_context
@@ -59,17 +59,26 @@ def _local_date(value: dt.date, fmt: str = "full") -> str:
     return format_date(value, format=fmt, locale=i18n.current_locale())
 
 
-def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
-    """Build the Alcove application for ``settings``; ``clock`` returns the current UTC instant."""
+def create_app(
+    settings: Settings, *, clock: Clock = utcnow, catalogs: i18n.Catalogs | None = None
+) -> web.Application:
+    """Build the Alcove application for ``settings``; ``clock`` returns the current UTC instant.
+
+    ``catalogs`` are the translations to serve, by default those under ``web/locale``.
+    """
     app = web.Application(middlewares=[request_context], client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[CATALOGS] = i18n.Catalogs()
+    app[CATALOGS] = catalogs if catalogs is not None else i18n.Catalogs()
     _setup_templates(app)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(calls.switchboard_ctx)
     health.setup(app)
     auth_views.setup(app)
     dashboard.setup(app)
+    join.setup(app)
+    call_views.setup(app)
+    ws.setup(app)
     app.router.add_static(
         "/static/", WEB_DIR / "static", name="static", follow_symlinks=False, append_version=True
     )

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from server import accounts, audit, sessions, throttle
 from server.audit import Actor
-from server.i18n import _
+from server.i18n import _, ngettext
 from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.passwords import verify_password
 
@@ -17,8 +17,18 @@ MAX_FIELD = 1024
 
 
 def _safe_next(value: str | None) -> str:
-    """Only a local path may follow sign-in (no open redirect)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    """Only a local path may follow sign-in (no open redirect).
+
+    Browsers drop tabs and newlines inside URLs and read a backslash as a slash,
+    so ``/<tab>/evil.example`` or ``/\\evil.example`` would leave the site:
+    whitespace, control characters and backslashes are refused outright.
+    """
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith("//")
+        and not any(ch == "\\" or ch.isspace() or not ch.isprintable() for ch in value)
+    ):
         return value[:512]
     return "/dashboard"
 
@@ -73,7 +83,11 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
                 request,
                 status=429,
                 email=email,
-                error=_("Too many attempts. Please wait %(minutes)s minutes and try again.")
+                error=ngettext(
+                    "Too many attempts. Please wait %(minutes)s minute and try again.",
+                    "Too many attempts. Please wait %(minutes)s minutes and try again.",
+                    minutes,
+                )
                 % {"minutes": minutes},
             )
             response.headers["Retry-After"] = str(wait)

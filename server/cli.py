@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from server import accounts, audit, logs, migrate
 from server.audit import Actor
 from server.db import create_engine, sessionmaker, utcnow
-from server.settings import Settings, SettingsError, load_settings
+from server.settings import Mode, Settings, SettingsError, load_settings
 
 
 def _fail(message: str) -> int:
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(0o077)  # the database, secrets and logs this process creates are its own
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -128,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("database is up to date")
             return 0
         if args.command == "demo":
+            if settings.mode is Mode.PRODUCTION:
+                return _fail("demo: refused in production mode (it creates a demo account)")
             return asyncio.run(_demo(settings))
         if args.command == "serve":
             return _serve(settings)
@@ -137,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except (OSError, SQLAlchemyError) as exc:
+        # One line for the operator; the database URL may hold a password, so it is not shown.
+        return _fail(f"{args.command}: the database could not be used ({type(exc).__name__})")
     return _fail("unknown command")
 
 

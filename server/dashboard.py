@@ -31,12 +31,17 @@ def local_day_bounds(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> tuple[dt.dateti
 async def appointments_between(
     db: AsyncSession, therapist_id: int, start: dt.datetime, end: dt.datetime
 ) -> list[Appointment]:
+    """The therapist's appointments that start in ``[start, end)``.
+
+    An appointment belongs to the day it starts on: last night's 23:30 session
+    that runs past midnight is not one of today's.
+    """
     rows = await db.scalars(
         select(Appointment)
         .where(
             Appointment.therapist_id == therapist_id,
+            Appointment.starts_at >= start,
             Appointment.starts_at < end,
-            Appointment.ends_at > start,
         )
         .options(selectinload(Appointment.client))
         .order_by(Appointment.starts_at)

@@ -43,8 +43,9 @@ class Catalogs:
         return self._translations.get(lang, self._translations[DEFAULT_LOCALE])
 
     def negotiate(self, accept_language: str | None) -> str:
-        wanted = list(_parse_accept_language(accept_language or ""))
-        chosen = Locale.negotiate(wanted, self.languages, sep="-") if wanted else None
+        # Catalog directories are named like ``pt_BR``; the header says ``pt-BR``.
+        wanted = [lang.replace("-", "_") for lang in _parse_accept_language(accept_language or "")]
+        chosen = Locale.negotiate(wanted, self.languages) if wanted else None
         return str(chosen) if chosen else DEFAULT_LOCALE
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
+from urllib.parse import unquote
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -12,13 +12,37 @@ from server.keys import REQUEST_ID
 
 # Path segments after these prefixes are bearer tokens.
 TOKEN_PREFIXES = ("join", "manage", "homework")
-_TOKEN_PATH = re.compile(r"^/(" + "|".join(TOKEN_PREFIXES) + r")/[^/?#]+")
+REDACTED = "[redacted]"
+
+
+def _names_prefix(segment: str) -> bool:
+    return unquote(segment).lower() in TOKEN_PREFIXES
+
+
+def _hides_token(segment: str) -> bool:
+    """A segment like ``join%2F<token>``: an encoded slash after a prefix."""
+    parts = unquote(segment).lower().split("/")
+    return any(part in TOKEN_PREFIXES for part in parts[:-1])
 
 
 def redact_path(path: str) -> str:
-    """The request path with token segments replaced and the query string dropped."""
-    path = path.split("?", 1)[0].split("#", 1)[0]
-    return _TOKEN_PATH.sub(lambda m: f"/{m.group(1)}/[redacted]", path)
+    """The request path with token segments replaced and the query string dropped.
+
+    The segment after a token prefix is redacted wherever the prefix appears
+    (``//join/t``, ``/x/../join/t``, ``/%6Aoin/t`` reach or resemble the same
+    routes), so a token never reaches the log whatever shape the path has.
+    """
+    segments = path.split("?", 1)[0].split("#", 1)[0].split("/")
+    redact_next = False
+    for index, segment in enumerate(segments):
+        if redact_next and segment:
+            segments[index] = REDACTED
+            redact_next = False
+        elif _hides_token(segment):
+            segments[index] = REDACTED
+        elif _names_prefix(segment):
+            redact_next = True
+    return "/".join(segments)
 
 
 class AccessLogger(AbstractAccessLogger):

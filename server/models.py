@@ -30,6 +30,7 @@ class Therapist(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    welcome_text: Mapped[str] = mapped_column(String(2000), default="", server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     clients: Mapped[list[Client]] = relationship(back_populates="therapist")
@@ -174,3 +175,22 @@ class LoginFailure(Base):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+
+
+class ParticipantSession(Base):
+    """A client's place in one appointment, after they opened its join link.
+
+    The cookie carries a random id; only its hash is kept.  It expires when the
+    appointment's join window closes.
+    """
+
+    __tablename__ = "participant_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(
+        ForeignKey("appointments.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    appointment: Mapped[Appointment] = relationship()

@@ -10,7 +10,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verifying against this when an account does not exist keeps the timing of
 # "no such account" and "wrong password" alike.
-_DUMMY_HASH = _hasher.hash("alcove-no-such-account")
+_DUMMY_PASSWORD = "alcove-no-such-account"  # noqa: S105 - hashed for timing only, never accepted
+_DUMMY_HASH = _hasher.hash(_DUMMY_PASSWORD)
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -33,9 +34,12 @@ def hash_password(password: str) -> str:
 
 def _verify(stored: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        matched = _hasher.verify(stored or _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return False
+    # An empty stored hash (no password set) is checked against the dummy hash for
+    # timing, like a missing account; it must never let the dummy password in.
+    return matched and bool(stored)
 
 
 async def verify_password(stored: str | None, password: str) -> bool:

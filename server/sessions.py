@@ -150,7 +150,7 @@ def therapist_required(handler: Handler) -> Handler:
 
 
 def signed_in(request: web.Request) -> SignedIn:
-    value = request[SIGNED_IN] if SIGNED_IN in request else None
+    value: SignedIn | None = request.get(SIGNED_IN)
     if value is None:
         raise web.HTTPForbidden()
     return value

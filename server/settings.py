@@ -61,6 +61,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "ALCOVE_TRUSTED_PROXIES", "", "Comma-separated proxy IPs whose X-Forwarded-For is used."
     ),
     SettingSpec("ALCOVE_LOG_LEVEL", "INFO", "Python log level."),
+    SettingSpec("ALCOVE_JOIN_EARLY_MINUTES", "15", "How early before the start a join link opens."),
+    SettingSpec(
+        "ALCOVE_JOIN_GRACE_MINUTES", "30", "How long after the end a join link still works."
+    ),
+    SettingSpec("ALCOVE_ICE_URLS", "", "Comma-separated STUN/TURN URLs for WebRTC."),
+    SettingSpec("ALCOVE_ALLOWED_ORIGINS", "", "Extra origins allowed to open the websocket."),
 )
 
 _KNOWN = {spec.env for spec in SETTINGS}
@@ -83,6 +89,15 @@ class Settings:
     login_window_minutes: int
     trusted_proxies: frozenset[str]
     log_level: str
+    join_early_minutes: int = 15
+    join_grace_minutes: int = 30
+    ice_urls: tuple[str, ...] = ()
+    extra_origins: frozenset[str] = frozenset()
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Origins that may open the websocket: the public URL's, plus any configured."""
+        return self.extra_origins | {self.public_origin}
 
     @property
     def secure_cookies(self) -> bool:
@@ -157,6 +172,33 @@ def _check_public_url(url: str, mode: Mode) -> str:
     return url.rstrip("/")
 
 
+def _ice_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in raw.split(",") if u.strip())
+    for url in urls:
+        scheme, sep, rest = url.partition(":")
+        if scheme not in {"stun", "stuns", "turn", "turns"} or not sep or not rest:
+            raise SettingsError(
+                f"ALCOVE_ICE_URLS: {url!r} is not a stun:, stuns:, turn: or turns: URL"
+            )
+    if len(urls) > 8:
+        raise SettingsError("ALCOVE_ICE_URLS: at most 8 URLs")
+    return urls
+
+
+def _origins(raw: str) -> frozenset[str]:
+    origins = set()
+    for origin in (o.strip().rstrip("/") for o in raw.split(",")):
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
+            raise SettingsError(
+                f"ALCOVE_ALLOWED_ORIGINS: {origin!r} is not an origin like https://host:port"
+            )
+        origins.add(f"{parts.scheme}://{parts.netloc}")
+    return frozenset(origins)
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")
 ) -> Settings:
@@ -228,4 +270,8 @@ def load_settings(
         login_window_minutes=_int(env, "ALCOVE_LOGIN_WINDOW_MINUTES", 1, 24 * 60),
         trusted_proxies=proxies,
         log_level=level,
+        join_early_minutes=_int(env, "ALCOVE_JOIN_EARLY_MINUTES", 0, 24 * 60),
+        join_grace_minutes=_int(env, "ALCOVE_JOIN_GRACE_MINUTES", 0, 24 * 60),
+        ice_urls=_ice_urls(_str(env, "ALCOVE_ICE_URLS")),
+        extra_origins=_origins(_str(env, "ALCOVE_ALLOWED_ORIGINS")),
     )

@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -198,3 +199,34 @@ def csrf_from(html: str) -> str:
     marker = 'name="csrf_token" value="'
     start = html.index(marker) + len(marker)
     return html[start : html.index('"', start)]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """The app served on a real port, with settings whose public URL is that port."""
+
+    def __init__(self, settings: Settings, server: TestServer) -> None:
+        self.settings = settings
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return self.settings.public_url
+
+
+@pytest.fixture
+async def live_server(migrated_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]:
+    port = free_port()
+    settings = make_settings(
+        migrated_url, tmp_path / "var", ALCOVE_PUBLIC_URL=f"http://127.0.0.1:{port}"
+    )
+    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
+    await server.start_server()
+    yield LiveServer(settings, server)
+    await server.close()

@@ -1,0 +1,39 @@
+"""The therapist's call page for one appointment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from sqlalchemy.orm import selectinload
+
+from server import sessions
+from server.keys import SESSIONMAKER
+from server.models import Appointment
+
+MAX_ID = 2**63 - 1
+
+
+@sessions.therapist_required
+async def call_page(request: web.Request) -> web.StreamResponse:
+    me = sessions.signed_in(request)
+    raw = request.match_info["appointment_id"]
+    if not raw.isdigit() or int(raw) > MAX_ID:
+        raise web.HTTPNotFound()
+    async with request.app[SESSIONMAKER]() as db:
+        appointment = await db.get(
+            Appointment, int(raw), options=[selectinload(Appointment.client)]
+        )
+    if appointment is None or appointment.therapist_id != me.therapist.id:
+        raise web.HTTPNotFound()
+    context: dict[str, Any] = {
+        "appointment": appointment,
+        "therapist": me.therapist,
+        "csrf_token": me.csrf_token,
+    }
+    return aiohttp_jinja2.render_template("call.html", request, context)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/call/{appointment_id}", call_page, name="call")

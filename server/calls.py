@@ -1,0 +1,203 @@
+"""The app's side of the signalling core: seats from the database, audit, and the switchboard.
+
+``signalling`` knows nothing of the database or of aiohttp.  This module builds the
+``Seat`` a socket speaks for from the records the cookie authenticated, owns the
+``Switchboard`` for the app's lifetime, and writes the audit trail and the appointment's
+status when the room reports a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from sqlalchemy.orm import selectinload
+
+from server import audit
+from server.audit import Actor
+from server.keys import CLOCK, SESSIONMAKER, SETTINGS
+from server.models import Appointment, AppointmentStatus, IllegalTransition, Therapist
+from signalling.errors import ErrorCode, ProtocolError
+from signalling.fanout import LocalFanout
+from signalling.messages import Hello, IceServer, Role
+from signalling.participants import Seat
+from signalling.switchboard import Switchboard
+
+log = logging.getLogger(__name__)
+
+SWITCHBOARD = web.AppKey("switchboard", Switchboard)
+
+
+def appointment_ref(appointment_id: int) -> str:
+    return f"a-{appointment_id}"
+
+
+def parse_appointment_ref(ref: str) -> int | None:
+    prefix, _, number = ref.partition("-")
+    if prefix != "a" or not number.isdigit() or len(number) > 18:
+        return None
+    return int(number)
+
+
+def therapist_ref(therapist_id: int) -> str:
+    return f"t-{therapist_id}"
+
+
+def client_participant(appointment_id: int) -> str:
+    return f"c-{appointment_id}"
+
+
+def therapist_participant(therapist_id: int, appointment_id: int) -> str:
+    return f"t-{therapist_id}-a-{appointment_id}"
+
+
+def ice_servers(app: web.Application) -> tuple[IceServer, ...]:
+    settings = app[SETTINGS]
+    if not settings.ice_urls:
+        return ()
+    return (IceServer(urls=tuple(settings.ice_urls)),)
+
+
+def client_seat(appointment: Appointment) -> Seat:
+    return Seat(
+        participant=client_participant(appointment.id),
+        role=Role.CLIENT,
+        appointment=appointment_ref(appointment.id),
+        therapist=therapist_ref(appointment.therapist_id),
+        name=appointment.client.name,
+        start=appointment.starts_at,
+        end=appointment.ends_at,
+        welcome=appointment.therapist.welcome_text,
+    )
+
+
+def therapist_seat(appointment: Appointment, therapist: Therapist) -> Seat:
+    return Seat(
+        participant=therapist_participant(therapist.id, appointment.id),
+        role=Role.THERAPIST,
+        appointment=appointment_ref(appointment.id),
+        therapist=therapist_ref(therapist.id),
+        name=therapist.display_name,
+        start=appointment.starts_at,
+        end=appointment.ends_at,
+    )
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """Turns a ``hello`` into the seat the authenticated person may take."""
+
+    app: web.Application
+    therapist: Therapist | None = None
+    appointment: Appointment | None = None
+
+    @classmethod
+    def for_therapist(cls, app: web.Application, therapist: Therapist) -> Resolver:
+        return cls(app, therapist=therapist)
+
+    @classmethod
+    def for_client(cls, app: web.Application, appointment: Appointment) -> Resolver:
+        return cls(app, appointment=appointment)
+
+    def ice_servers(self) -> tuple[IceServer, ...]:
+        return ice_servers(self.app)
+
+    async def resolve(self, hello: Hello) -> Seat:
+        if self.appointment is not None:
+            return client_seat(self.appointment)
+        assert self.therapist is not None
+        appointment_id = parse_appointment_ref(hello.appointment or "")
+        appointment = None
+        if appointment_id is not None:
+            async with self.app[SESSIONMAKER]() as db:
+                appointment = await db.get(
+                    Appointment,
+                    appointment_id,
+                    options=[
+                        selectinload(Appointment.client),
+                        selectinload(Appointment.therapist),
+                    ],
+                )
+        if appointment is None or appointment.therapist_id != self.therapist.id:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such appointment")
+        return therapist_seat(appointment, self.therapist)
+
+
+class AuditWriter:
+    """Writes room events to the audit trail, in order, off the signalling path."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._queue: asyncio.Queue[tuple[str, Actor, str | None, int, bool]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def put(
+        self,
+        action: str,
+        actor: Actor,
+        actor_id: str | None,
+        appointment_id: int,
+        complete: bool = False,
+    ) -> None:
+        self._queue.put_nowait((action, actor, actor_id, appointment_id, complete))
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._write(*item)
+            except Exception:
+                log.exception("could not write a room audit event")
+            finally:
+                self._queue.task_done()
+
+    async def _write(
+        self, action: str, actor: Actor, actor_id: str | None, appointment_id: int, complete: bool
+    ) -> None:
+        now = self._app[CLOCK]()
+        async with self._app[SESSIONMAKER]() as db, db.begin():
+            audit.record(
+                db,
+                at=now,
+                actor=actor,
+                actor_id=actor_id,
+                action=action,
+                record_type="appointment",
+                record_id=appointment_id,
+            )
+            if complete:
+                appointment = await db.get(Appointment, appointment_id)
+                if appointment is not None:
+                    with contextlib.suppress(IllegalTransition):
+                        appointment.transition_to(AppointmentStatus.COMPLETED)
+
+    async def flush(self) -> None:
+        await self._queue.join()
+
+    async def stop(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout=5)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+AUDIT_WRITER = web.AppKey("room_audit", AuditWriter)
+
+
+async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
+    switchboard = Switchboard(LocalFanout())
+    writer = AuditWriter(app)
+    writer.start()
+    app[SWITCHBOARD] = switchboard
+    app[AUDIT_WRITER] = writer
+    yield
+    await writer.stop()

@@ -1,0 +1,163 @@
+"""The ``/ws`` endpoint: authenticates the handshake and feeds frames to the signalling core.
+
+Everything about the protocol lives in ``signalling``; this module only knows aiohttp.  A
+socket is authenticated by the therapist's session cookie or the client's participant
+cookie — never by anything in the URL — and its ``Origin`` must be on the allow-list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from server import join, sessions
+from server.calls import SWITCHBOARD, Resolver
+from server.keys import SETTINGS
+from signalling.errors import CloseCode
+from signalling.messages import Message, Role
+from signalling.protocol import (
+    IDLE_TIMEOUT_SECONDS,
+    MAX_FRAME_BYTES,
+    PING_INTERVAL_SECONDS,
+    encode,
+)
+from signalling.session import Session
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = PING_INTERVAL_SECONDS
+IDLE_TIMEOUT = IDLE_TIMEOUT_SECONDS
+SEND_QUEUE = 256
+
+
+class SocketConnection:
+    """A ``signalling`` connection over an aiohttp websocket, with a bounded send queue."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue(SEND_QUEUE)
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._closing = False
+
+    async def send(self, message: Message) -> None:
+        if self._closing:
+            return
+        try:
+            self._queue.put_nowait(encode(message))
+        except asyncio.QueueFull:
+            log.warning("send queue full; closing a slow socket")
+            await self.close(int(WSCloseCode.TRY_AGAIN_LATER), "too slow")
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait((code, reason))
+        if self._queue.full():
+            self._writer.cancel()
+            await self._ws.close(code=code, message=reason.encode())
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, tuple):
+                    code, reason = item
+                    await self._ws.close(code=code, message=reason.encode()[:120])
+                    return
+                await self._ws.send_str(item)
+        except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
+            return
+
+    async def finish(self) -> None:
+        """Stop writing: let a pending close go out (briefly), then drop the rest."""
+        closing, self._closing = self._closing, True
+        if closing:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout=2.0)
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+
+
+def origin_allowed(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    return origin is not None and origin in request.app[SETTINGS].allowed_origins
+
+
+@dataclass(frozen=True)
+class Identity:
+    role: Role
+    resolver: Resolver
+
+
+async def identify(request: web.Request) -> Identity | None:
+    signed_in = await sessions.load(request)
+    if signed_in is not None:
+        return Identity(Role.THERAPIST, Resolver.for_therapist(request.app, signed_in.therapist))
+    appointment = await join.participant_appointment(request)
+    if appointment is not None:
+        return Identity(Role.CLIENT, Resolver.for_client(request.app, appointment))
+    return None
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    if not origin_allowed(request):
+        raise web.HTTPForbidden()
+    identity = await identify(request)
+    if identity is None:
+        raise web.HTTPUnauthorized()
+    ws = web.WebSocketResponse(
+        compress=False, max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None
+    )
+    await ws.prepare(request)
+    connection = SocketConnection(ws)
+    switchboard = request.app[SWITCHBOARD]
+    session = Session(
+        switchboard,
+        connection,
+        role=identity.role,
+        resolve=identity.resolver.resolve,
+        ice_servers=identity.resolver.ice_servers(),
+    )
+    pinger = asyncio.get_running_loop().create_task(_ping(session))
+    try:
+        while True:
+            try:
+                msg = await ws.receive(timeout=IDLE_TIMEOUT)
+            except TimeoutError:
+                await ws.close(code=int(CloseCode.NORMAL), message=b"idle")
+                break
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                await session.receive(msg.data)
+            elif msg.type is WSMsgType.ERROR:
+                exc = ws.exception()
+                log.info("websocket error: %s", type(exc).__name__)
+                break
+            else:  # CLOSE, CLOSING, CLOSED
+                break
+            if session.closed:
+                break
+    finally:
+        pinger.cancel()
+        await session.disconnected()
+        await connection.finish()
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _ping(session: Session) -> None:
+    while True:
+        await asyncio.sleep(PING_INTERVAL)
+        await session.ping(time.time() * 1000)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/ws", websocket, name="ws")

@@ -1,0 +1,101 @@
+"""What the room logic asks the network to do, addressed so that any instance can do it.
+
+The room logic never holds a connection object.  It addresses a connection by its
+``Handle`` — the participant's id plus a token unique to that connection — and returns
+``Deliver`` and ``Close`` effects.  Effects travel as JSON text on the connection's fan-out
+channel (``channel_of``: the participant's, or for a therapist's lobby socket the
+therapist's lobby channel), and whichever instance holds the connection with that token
+carries them out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from signalling.errors import CloseCode, ProtocolError
+from signalling.messages import Message
+from signalling.protocol import encode, parse_message
+
+#: A websocket close reason may hold at most 123 bytes.
+MAX_CLOSE_REASON_BYTES = 123
+
+
+@dataclass(frozen=True)
+class Handle:
+    """The address of one connection: whose it is, and a token unique to the connection.
+
+    For a call socket ``participant`` is the participant's id.  For a therapist's lobby
+    socket (``watcher``) it is the therapist's id: a lobby socket is no participant.
+    """
+
+    participant: str
+    token: str
+    watcher: bool = False
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Send ``message`` on the connection ``to``."""
+
+    to: Handle
+    message: Message
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the connection ``to`` with ``code`` and a short ``reason``."""
+
+    to: Handle
+    code: CloseCode
+    reason: str
+
+    def __post_init__(self) -> None:
+        if len(self.reason.encode("utf-8")) > MAX_CLOSE_REASON_BYTES:
+            raise ValueError(f"close reason longer than {MAX_CLOSE_REASON_BYTES} bytes")
+
+
+Effect = Deliver | Close
+
+
+def channel_for(participant: str) -> str:
+    """The fan-out channel on which a participant's connections receive their effects."""
+    return f"alcove:participant:{participant}"
+
+
+def lobby_channel_for(therapist: str) -> str:
+    """The fan-out channel on which a therapist's lobby sockets receive their effects."""
+    return f"alcove:lobby:{therapist}"
+
+
+def channel_of(handle: Handle) -> str:
+    """The fan-out channel of the connection ``handle``."""
+    if handle.watcher:
+        return lobby_channel_for(handle.participant)
+    return channel_for(handle.participant)
+
+
+def dump_effect(effect: Effect) -> str:
+    """The JSON text of ``effect``, for the fan-out."""
+    address: dict[str, object] = {"participant": effect.to.participant, "token": effect.to.token}
+    if effect.to.watcher:
+        address["watcher"] = True
+    if isinstance(effect, Deliver):
+        return json.dumps({"kind": "deliver", **address, "message": encode(effect.message)})
+    return json.dumps(
+        {"kind": "close", **address, "code": int(effect.code), "reason": effect.reason}
+    )
+
+
+def load_effect(payload: str) -> Effect:
+    """The effect ``dump_effect`` wrote; ``ValueError`` for anything else."""
+    try:
+        data = json.loads(payload)
+        to = Handle(str(data["participant"]), str(data["token"]), data.get("watcher") is True)
+        if data["kind"] == "deliver":
+            return Deliver(to, parse_message(str(data["message"])))
+        if data["kind"] == "close":
+            return Close(to, CloseCode(int(data["code"])), str(data["reason"]))
+    except (KeyError, TypeError, ValueError, ProtocolError) as exc:
+        raise ValueError(f"not an effect: {exc}") from exc
+    raise ValueError(f"not an effect: unknown kind {data['kind']!r}")

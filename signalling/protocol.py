@@ -1,0 +1,247 @@
+"""The signalling protocol, version 1: parse a frame into a message, encode one back.
+
+``parse_message`` is strict: anything ``docs/PROTOCOL.md`` does not allow raises
+``ProtocolError`` with a stable code.  ``check_direction`` and ``expect_hello`` add the rules
+that depend on who is speaking.  The message classes themselves live in
+``signalling.messages`` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from signalling.errors import FATAL, CloseCode, ErrorCode, ProtocolError
+from signalling.messages import (
+    LOBBY_STATES,
+    MAX_ERROR_VALUE_CHARS,
+    MAX_ID_CHARS,
+    MAX_LOBBY_ENTRIES,
+    MAX_NAME_CHARS,
+    MAX_SDP_CHARS,
+    MAX_STATUS_CHARS,
+    MAX_TEXT_CHARS,
+    MAX_WELCOME_CHARS,
+    MESSAGE_CLASSES,
+    Admit,
+    Admitted,
+    Answer,
+    Candidate,
+    DeviceStatus,
+    DeviceSummary,
+    End,
+    Ended,
+    Error,
+    Hello,
+    IceCandidate,
+    IceServer,
+    Leave,
+    Lobby,
+    LobbyEntry,
+    Message,
+    MessageToWaiting,
+    Offer,
+    ParticipantState,
+    PeerJoined,
+    PeerLeft,
+    Ping,
+    Pong,
+    Relayed,
+    Role,
+    SendBack,
+    SentBack,
+    TextMessage,
+    Waiting,
+    Welcome,
+)
+from signalling.wire import decode_struct, describe, encode_struct
+
+__all__ = [
+    "FATAL",
+    "IDLE_TIMEOUT_SECONDS",
+    "LOBBY_STATES",
+    "MAX_ERROR_VALUE_CHARS",
+    "MAX_FRAME_BYTES",
+    "MAX_ID_CHARS",
+    "MAX_LOBBY_ENTRIES",
+    "MAX_NAME_CHARS",
+    "MAX_SDP_CHARS",
+    "MAX_STATUS_CHARS",
+    "MAX_TEXT_CHARS",
+    "MAX_WELCOME_CHARS",
+    "MESSAGE_TYPES",
+    "PING_INTERVAL_SECONDS",
+    "PROTOCOL_VERSION",
+    "RATE_BURST",
+    "RATE_PER_SECOND",
+    "Admit",
+    "Admitted",
+    "Answer",
+    "Candidate",
+    "CloseCode",
+    "DeviceStatus",
+    "DeviceSummary",
+    "End",
+    "Ended",
+    "Error",
+    "ErrorCode",
+    "Hello",
+    "IceCandidate",
+    "IceServer",
+    "Leave",
+    "Lobby",
+    "LobbyEntry",
+    "Message",
+    "MessageToWaiting",
+    "Offer",
+    "ParticipantState",
+    "PeerJoined",
+    "PeerLeft",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Relayed",
+    "Role",
+    "SendBack",
+    "SentBack",
+    "TextMessage",
+    "Waiting",
+    "Welcome",
+    "check_direction",
+    "encode",
+    "error_for",
+    "expect_hello",
+    "parse_message",
+]
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 64 * 1024
+#: The server sends a ``ping`` this often.
+PING_INTERVAL_SECONDS = 20
+#: A socket on which nothing arrived for this long is closed with 1000.
+IDLE_TIMEOUT_SECONDS = 60
+#: Sustained message rate and burst allowed per socket before ``rate-limited``.
+RATE_PER_SECOND = 20
+RATE_BURST = 100
+
+#: Every message class, by its wire ``type``.
+MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in MESSAGE_CLASSES}
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{name} is not valid JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"key {key!r} appears twice")
+        result[key] = value
+    return result
+
+
+def _load(frame: str | bytes) -> object:
+    if isinstance(frame, str):
+        try:
+            data = frame.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
+    else:
+        data = frame
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than {MAX_FRAME_BYTES} bytes")
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
+    try:
+        return json.loads(
+            decoded, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant
+        )
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is nested too deeply") from None
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"frame is not valid JSON: {exc}") from None
+
+
+def parse_message(frame: str | bytes) -> Message:
+    """Parse one frame into its message, or raise ``ProtocolError``.
+
+    ``too-large`` for a frame over ``MAX_FRAME_BYTES``; ``unknown-type`` for a ``type`` this
+    version does not have; ``bad-message`` for everything else that is wrong.
+    """
+    value = _load(frame)
+    if not isinstance(value, dict):
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, f"a message is a JSON object, not {describe(value)}"
+        )
+    if "type" not in value:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "type: missing")
+    kind = value["type"]
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"type: expected a string, got {describe(kind)}")
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        shown = kind if len(kind) <= MAX_ID_CHARS else kind[:MAX_ID_CHARS] + "..."
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}")
+    return decode_struct(cls, value, kind, ignore="type")
+
+
+def encode(message: Message) -> str:
+    """The JSON text of ``message``, ``type`` first.
+
+    Refuses (``ValueError``) to produce anything ``parse_message`` would reject, so the
+    server never sends what it would not accept.
+    """
+    text = json.dumps(
+        {"type": message.TYPE, **encode_struct(message)},
+        ensure_ascii=False,
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+    try:
+        parse_message(text)
+    except ProtocolError as exc:
+        raise ValueError(f"refusing to encode an invalid {message.TYPE!r}: {exc.value}") from exc
+    return text
+
+
+def check_direction(message: Message, role: Role) -> None:
+    """Raise ``ProtocolError(FORBIDDEN)`` unless a participant of ``role`` may send ``message``."""
+    if role not in message.SENDERS:
+        if message.SENDERS:
+            who = "a therapist" if role is Role.CLIENT else "a client"
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"{who} may not send {message.TYPE!r}")
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"{message.TYPE!r} is sent by the server only")
+
+
+def expect_hello(message: Message, role: Role) -> Hello:
+    """Check the first message on a socket: a ``hello`` this server can answer for ``role``.
+
+    A therapist's ``hello`` with an ``appointment`` opens the call page's socket, one
+    without opens a lobby socket.  Any ``ProtocolError`` raised here closes the socket
+    with 1008.
+    """
+    if not isinstance(message, Hello):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"expected hello, got {message.TYPE!r}")
+    if message.version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"this server speaks version {PROTOCOL_VERSION}, not {message.version}",
+        )
+    if role is Role.THERAPIST:
+        if message.devices is not None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "hello.devices is for clients only")
+    elif message.appointment is not None:
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN,
+            "hello.appointment is for therapists only: a client's cookie names it",
+        )
+    return message
+
+
+def error_for(exc: ProtocolError, reply_to: Message | None = None) -> Error:
+    """The ``error`` message for ``exc``, echoing the ``id`` of the message it answers."""
+    value = exc.value if len(exc.value) <= MAX_ERROR_VALUE_CHARS else exc.value[:497] + "..."
+    return Error(error=exc.code, value=value, id=reply_to.id if reply_to is not None else None)

@@ -1,0 +1,251 @@
+"""The switchboard: runs the registry's commands and carries out their effects.
+
+Every effect — a message to deliver, a connection to close — is published on the
+recipient's fan-out channel, even when the recipient is connected to this very instance.
+Each instance subscribes to the channels of the connections attached to it (a participant's
+channel, or a therapist's lobby channel for their lobby sockets) and performs the effects
+addressed to its own connections (matched by ``Handle`` token).  So the room
+logic never holds a reference to another participant's connection, and two participants on
+different instances are reached the same way as two on one instance.
+
+Effects are published in the order the registry produced them, across all commands: a
+single drain loop empties one queue, so a later command's effects never overtake an
+earlier one's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Protocol
+
+from signalling.effects import Close, Deliver, Effect, Handle, channel_of, dump_effect, load_effect
+from signalling.errors import ErrorCode, ProtocolError
+from signalling.fanout import Fanout, Subscription
+from signalling.lobby import Watcher
+from signalling.messages import (
+    Admit,
+    Answer,
+    Candidate,
+    DeviceSummary,
+    End,
+    Hello,
+    IceServer,
+    Leave,
+    Message,
+    Offer,
+    Ping,
+    Pong,
+    Relayed,
+    SendBack,
+    TextMessage,
+)
+from signalling.participants import Seat
+from signalling.protocol import check_direction, error_for
+from signalling.rooms import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """One participant's socket, as the room logic sees it.
+
+    ``send`` must not wait on a slow peer: queue the frame and return.  Both methods may be
+    called after the socket has gone away, and must then do nothing.
+    """
+
+    async def send(self, message: Message) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Switchboard:
+    """Commands in, effects out through the ``Fanout``; the local end of every channel."""
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        registry: Registry | None = None,
+        *,
+        new_token: Callable[[], str] = _new_token,
+    ) -> None:
+        self.registry = registry if registry is not None else Registry()
+        self._fanout = fanout
+        self._new_token = new_token
+        #: The attached connections, by fan-out channel and token.
+        self._local: dict[str, dict[str, Connection]] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._outbox: collections.deque[Effect] = collections.deque()
+        self._draining = False
+        self._resume: set[asyncio.Task[None]] = set()
+
+    # Connections
+
+    async def join(
+        self,
+        seat: Seat,
+        connection: Connection,
+        *,
+        ice_servers: Sequence[IceServer] = (),
+        devices: DeviceSummary | None = None,
+    ) -> Handle:
+        """Connect ``connection`` as ``seat``: it receives ``welcome`` and what follows.
+
+        A live older connection of the same participant is replaced and closed with 4001.
+        """
+        handle = Handle(seat.participant, self._new_token())
+        await self._attach(handle, connection)
+        try:
+            effects = self.registry.join(seat, handle, ice_servers=ice_servers, devices=devices)
+        except Exception:
+            await self._detach(handle)
+            raise
+        await self._publish(effects)
+        return handle
+
+    async def watch(self, watcher: Watcher, connection: Connection) -> Handle:
+        """Connect ``connection`` as one of ``watcher``'s lobby sockets: it receives
+        ``welcome``, the lobby, and every change of the lobby.  Other lobby sockets of the
+        same therapist stay open."""
+        handle = Handle(watcher.therapist, self._new_token(), watcher=True)
+        await self._attach(handle, connection)
+        try:
+            effects = self.registry.watch(watcher, handle)
+        except Exception:
+            await self._detach(handle)
+            raise
+        await self._publish(effects)
+        return handle
+
+    async def disconnect(self, handle: Handle) -> None:
+        """The socket of ``handle`` (a participant's or a lobby socket) is gone.  Safe to
+        call for a replaced or closed handle."""
+        await self._detach(handle)
+        await self._publish(self.registry.disconnect(handle))
+
+    def is_local(self, handle: Handle) -> bool:
+        """Whether ``handle``'s connection is attached to this instance and not closed."""
+        return handle.token in self._local.get(channel_of(handle), {})
+
+    # Messages and commands
+
+    async def receive(self, handle: Handle, message: Message) -> None:
+        """Act on a parsed message from ``handle``; refusals are answered with ``error``."""
+        role = self.registry.role_of(handle)
+        if role is None:
+            return
+        try:
+            check_direction(message, role)
+            effects = self._command(handle, message)
+        except ProtocolError as exc:
+            effects = [Deliver(handle, error_for(exc, message))]
+        await self._publish(effects)
+
+    async def send(self, handle: Handle, message: Message) -> None:
+        """Send ``message`` to the connection ``handle``, in order with everything else."""
+        await self._publish([Deliver(handle, message)])
+
+    async def leave(self, actor: Handle) -> None:
+        await self._publish(self.registry.leave(actor))
+
+    async def admit(self, actor: Handle, participant: str) -> None:
+        await self._publish(self.registry.admit(actor, participant))
+
+    async def send_back(self, actor: Handle, participant: str) -> None:
+        await self._publish(self.registry.send_back(actor, participant))
+
+    async def message(self, actor: Handle, participant: str, text: str) -> None:
+        await self._publish(self.registry.message(actor, participant, text))
+
+    async def end(self, actor: Handle, appointment: str) -> None:
+        await self._publish(self.registry.end(actor, appointment))
+
+    async def relay(self, actor: Handle, message: Relayed) -> None:
+        await self._publish(self.registry.relay(actor, message))
+
+    def _command(self, handle: Handle, message: Message) -> list[Effect]:
+        registry = self.registry
+        match message:
+            case Admit():
+                return registry.admit(handle, message.participant)
+            case SendBack():
+                return registry.send_back(handle, message.participant)
+            case TextMessage():
+                return registry.message(handle, message.participant, message.text)
+            case End():
+                return registry.end(handle, message.appointment)
+            case Leave():
+                return registry.leave(handle)
+            case Offer() | Answer() | Candidate():
+                return registry.relay(handle, message)
+            case Ping():
+                return [Deliver(handle, Pong(ts=message.ts))]
+            case Pong():
+                return []
+            case Hello():
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"{message.TYPE!r} is sent by the server only")
+
+    # Delivery
+
+    async def _publish(self, effects: Sequence[Effect]) -> None:
+        self._outbox.extend(effects)
+        if self._draining:
+            return  # the running drain loop will get to them, in order
+        self._draining = True
+        try:
+            while self._outbox:
+                effect = self._outbox.popleft()
+                await self._fanout.publish(channel_of(effect.to), dump_effect(effect))
+        finally:
+            self._draining = False
+            if self._outbox:  # interrupted: finish in the background, keeping the order
+                task = asyncio.get_running_loop().create_task(self._publish(()))
+                self._resume.add(task)
+                task.add_done_callback(self._resume.discard)
+
+    async def _on_payload(self, channel: str, payload: str) -> None:
+        try:
+            effect = load_effect(payload)
+        except ValueError:
+            log.exception("dropping an unreadable effect on %s", channel)
+            return
+        connection = self._local.get(channel, {}).get(effect.to.token)
+        if connection is None:
+            return  # another instance's connection, or one already closed
+        if isinstance(effect, Close):
+            await self._detach(effect.to)
+            await connection.close(int(effect.code), effect.reason)
+        else:
+            await connection.send(effect.message)
+
+    async def _attach(self, handle: Handle, connection: Connection) -> None:
+        channel = channel_of(handle)
+        self._local.setdefault(channel, {})[handle.token] = connection
+        if channel in self._subscriptions:
+            return
+        callback = partial(self._on_payload, channel)
+        subscription = await self._fanout.subscribe(channel, callback)
+        if channel in self._subscriptions:
+            await subscription.cancel()  # a concurrent attach subscribed first
+        else:
+            self._subscriptions[channel] = subscription
+
+    async def _detach(self, handle: Handle) -> None:
+        channel = channel_of(handle)
+        connections = self._local.get(channel)
+        if connections is None or connections.pop(handle.token, None) is None:
+            return
+        if not connections:
+            del self._local[channel]
+            subscription = self._subscriptions.pop(channel, None)
+            if subscription is not None:
+                await subscription.cancel()

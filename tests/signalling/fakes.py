@@ -1,0 +1,212 @@
+"""In-memory stand-ins for the network: a connection that records, a clock, seats."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from signalling.effects import Handle
+from signalling.errors import ErrorCode
+from signalling.events import RoomEvent
+from signalling.fanout import LocalFanout
+from signalling.lobby import Watcher
+from signalling.messages import (
+    DeviceSummary,
+    Error,
+    IceServer,
+    Message,
+    ParticipantState,
+    Role,
+)
+from signalling.participants import Seat, StateChange
+from signalling.rooms import Registry
+from signalling.switchboard import Switchboard
+
+M = TypeVar("M", bound=Message)
+
+T0 = dt.datetime(2026, 3, 2, 14, 0, tzinfo=dt.UTC)
+MEDIA = ("offer", "answer", "candidate")
+#: What only a participant in a call is ever sent: never a lobby socket.
+CALL_ONLY = (*MEDIA, "peer-joined", "peer-left")
+SESSION = dt.timedelta(minutes=50)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: dt.datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+class RecordingConnection:
+    """A ``Connection`` that records what it is sent, and whether and how it was closed.
+
+    Anything sent after the close goes to ``late`` instead of ``sent``.  ``on_send`` is
+    called with each message as it arrives, for checks that need the moment of delivery.
+    """
+
+    def __init__(self, label: str = "", on_send: Callable[[Message], None] | None = None) -> None:
+        self.label = label
+        self.sent: list[Message] = []
+        self.late: list[Message] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._on_send = on_send
+
+    def __repr__(self) -> str:
+        return f"<RecordingConnection {self.label} closed={self.close_code}>"
+
+    async def send(self, message: Message) -> None:
+        if self.closed:
+            self.late.append(message)
+            return
+        self.sent.append(message)
+        if self._on_send is not None:
+            self._on_send(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.close_code = code
+            self.close_reason = reason
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    def types(self) -> list[str]:
+        return [m.TYPE for m in self.sent]
+
+    def of(self, kind: type[M]) -> list[M]:
+        return [m for m in self.sent if isinstance(m, kind)]
+
+    def last(self, kind: type[M]) -> M:
+        found = self.of(kind)
+        assert found, f"{self.label} was sent no {kind.TYPE!r}; got {self.types()}"
+        return found[-1]
+
+    def clear(self) -> None:
+        self.sent.clear()
+
+
+def client_seat(
+    participant: str = "c-1",
+    appointment: str = "a-1",
+    therapist: str = "t-1",
+    *,
+    start: dt.datetime = T0,
+    name: str = "Alex Morgan",
+    welcome: str = "Make yourself comfortable.",
+) -> Seat:
+    return Seat(
+        participant=participant,
+        role=Role.CLIENT,
+        appointment=appointment,
+        therapist=therapist,
+        name=name,
+        start=start,
+        end=start + SESSION,
+        welcome=welcome,
+    )
+
+
+def therapist_seat(
+    participant: str = "h-1",
+    appointment: str = "a-1",
+    therapist: str = "t-1",
+    *,
+    start: dt.datetime = T0,
+    name: str = "Sam Rivera",
+) -> Seat:
+    return Seat(
+        participant=participant,
+        role=Role.THERAPIST,
+        appointment=appointment,
+        therapist=therapist,
+        name=name,
+        start=start,
+        end=start + SESSION,
+    )
+
+
+def watcher(therapist: str = "t-1", name: str = "Sam Rivera") -> Watcher:
+    """The therapist ``t-1``'s dashboard, unless told otherwise."""
+    return Watcher(therapist, name)
+
+
+@dataclass
+class Joined:
+    """A connection as a test holds it (a participant's, or a lobby socket): its handle and
+    what it received."""
+
+    handle: Handle
+    connection: RecordingConnection
+
+    @property
+    def participant(self) -> str:
+        return self.handle.participant
+
+
+class Board:
+    """A switchboard on an in-process fan-out, with a hand-moved clock and a change log."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.fanout = LocalFanout()
+        self.registry = Registry(clock=self.clock)
+        self.switchboard = Switchboard(self.fanout, self.registry)
+        self.changes: list[StateChange] = []
+        self.registry.add_listener(self.changes.append)
+        self.events: list[RoomEvent] = []
+        self.registry.add_event_listener(self.events.append)
+
+    async def join(
+        self,
+        seat: Seat,
+        *,
+        devices: DeviceSummary | None = None,
+        ice_servers: Sequence[IceServer] = (),
+    ) -> Joined:
+        connection = RecordingConnection(seat.participant)
+        handle = await self.switchboard.join(
+            seat, connection, devices=devices, ice_servers=ice_servers
+        )
+        return Joined(handle, connection)
+
+    async def watch(self, who: Watcher | None = None, label: str = "dashboard") -> Joined:
+        """Open a lobby socket for ``who`` (``t-1``'s dashboard by default)."""
+        connection = RecordingConnection(label)
+        handle = await self.switchboard.watch(who or watcher(), connection)
+        return Joined(handle, connection)
+
+    def state(self, participant: str) -> ParticipantState:
+        found = self.registry.participant(participant)
+        assert found is not None, f"no participant {participant}"
+        return found.state
+
+
+async def in_call(board: Board) -> tuple[Joined, Joined]:
+    """A therapist and their admitted client, in the call, with nothing recorded yet."""
+    therapist = await board.join(therapist_seat())
+    client = await board.join(client_seat())
+    await board.switchboard.admit(therapist.handle, client.participant)
+    therapist.connection.clear()
+    client.connection.clear()
+    return therapist, client
+
+
+def media(joined: Joined) -> list[Message]:
+    """The offers, answers and candidates a connection received."""
+    return [m for m in joined.connection.sent if m.TYPE in MEDIA]
+
+
+def errors(joined: Joined) -> list[tuple[ErrorCode, str | None]]:
+    """The errors a connection received, as (code, id) pairs."""
+    return [(e.error, e.id) for e in joined.connection.of(Error)]

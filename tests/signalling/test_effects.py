@@ -1,0 +1,50 @@
+"""Effects cross the fan-out as text and come back the same."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from signalling.effects import Close, Deliver, Handle, channel_for, dump_effect, load_effect
+from signalling.errors import CloseCode
+from signalling.messages import Candidate, IceCandidate, Offer, Waiting
+
+TO = Handle("c-1", "tok-1")
+
+EFFECTS = [
+    Deliver(TO, Offer(sdp="v=0\r\n")),
+    Deliver(TO, Waiting(welcome="Bienvenue — à tout de suite", status="")),
+    Deliver(TO, Candidate(candidate=IceCandidate(candidate="", sdp_mid="0", sdp_m_line_index=0))),
+    Close(TO, CloseCode.REPLACED, "replaced by a newer connection"),
+]
+
+
+@pytest.mark.parametrize("effect", EFFECTS, ids=lambda e: type(e).__name__)
+def test_an_effect_survives_the_trip(effect: Deliver | Close) -> None:
+    assert load_effect(dump_effect(effect)) == effect
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "not json",
+        "[]",
+        json.dumps({"kind": "deliver", "participant": "c-1", "token": "t"}),
+        json.dumps({"kind": "deliver", "participant": "c", "token": "t", "message": "{}"}),
+        json.dumps({"kind": "close", "participant": "c", "token": "t", "code": 1234, "reason": ""}),
+        json.dumps({"kind": "explode", "participant": "c", "token": "t"}),
+    ],
+)
+def test_anything_else_is_refused(payload: str) -> None:
+    with pytest.raises(ValueError, match="not an effect"):
+        load_effect(payload)
+
+
+def test_a_close_reason_must_fit_a_close_frame() -> None:
+    with pytest.raises(ValueError, match="123 bytes"):
+        Close(TO, CloseCode.NORMAL, "é" * 62)
+
+
+def test_each_participant_has_its_own_channel() -> None:
+    assert channel_for("c-1") != channel_for("c-2")

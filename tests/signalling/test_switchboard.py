@@ -1,0 +1,184 @@
+"""The switchboard reaches every connection through the fan-out, in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from signalling.effects import channel_for
+from signalling.errors import CloseCode, ErrorCode
+from signalling.fanout import LocalFanout
+from signalling.messages import (
+    Admitted,
+    Answer,
+    Error,
+    Hello,
+    Message,
+    Offer,
+    PeerJoined,
+    Ping,
+    Pong,
+    Waiting,
+)
+from signalling.rooms import Registry
+from signalling.switchboard import Switchboard
+from tests.signalling.fakes import Board, RecordingConnection, client_seat, therapist_seat
+
+
+class SpyFanout(LocalFanout):
+    """A LocalFanout that remembers every publication, and can fail the next one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[str, str]] = []
+        self.fail_next = False
+
+    async def publish(self, channel: str, payload: str) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise ConnectionError("fan-out unavailable")
+        self.published.append((channel, payload))
+        await super().publish(channel, payload)
+
+
+async def test_participants_on_two_instances_reach_each_other_through_the_fanout() -> None:
+    fanout, registry = LocalFanout(), Registry()  # what Redis and shared state will be
+    east, west = Switchboard(fanout, registry), Switchboard(fanout, registry)
+    therapist, client = RecordingConnection("h"), RecordingConnection("c")
+    h = await east.join(therapist_seat(), therapist)
+    c = await west.join(client_seat(), client)
+
+    await east.admit(h, "c-1")
+    await east.relay(h, Offer(sdp="v=0 o"))
+    await west.relay(c, Answer(sdp="v=0 a"))
+
+    assert client.types() == ["welcome", "waiting", "admitted", "peer-joined", "offer"]
+    assert therapist.types()[-3:] == ["peer-joined", "lobby", "answer"]
+    assert east.is_local(h) and not west.is_local(h)
+
+
+async def test_a_newer_connection_on_another_instance_closes_the_older_one() -> None:
+    fanout, registry = LocalFanout(), Registry()
+    east, west = Switchboard(fanout, registry), Switchboard(fanout, registry)
+    old, new = RecordingConnection("old"), RecordingConnection("new")
+    first = await west.join(client_seat(), old)
+    second = await east.join(client_seat(), new)
+
+    assert old.close_code == CloseCode.REPLACED
+    assert old.last(Error).error is ErrorCode.REPLACED
+    assert new.types() == ["welcome", "waiting"]
+    assert not west.is_local(first) and east.is_local(second)
+    assert fanout.subscribers(channel_for("c-1")) == 1  # west let go of the channel
+
+
+async def test_every_message_travels_on_the_recipients_channel() -> None:
+    fanout = SpyFanout()
+    switchboard = Switchboard(fanout)
+    connection = RecordingConnection()
+    await switchboard.join(client_seat(), connection)
+
+    assert [channel for channel, _ in fanout.published] == [channel_for("c-1")] * 2
+    assert connection.types() == ["welcome", "waiting"]
+
+
+async def test_effects_keep_their_order_across_concurrent_commands() -> None:
+    board = Board()
+
+    class Slow(RecordingConnection):
+        async def send(self, message: Message) -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            await super().send(message)
+
+    therapist_connection, client_connection = Slow("h"), Slow("c")
+    h = await board.switchboard.join(therapist_seat(), therapist_connection)
+    await board.switchboard.join(client_seat(), client_connection)
+
+    await asyncio.gather(
+        board.switchboard.admit(h, "c-1"),
+        board.switchboard.send_back(h, "c-1"),
+        board.switchboard.admit(h, "c-1"),
+    )
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+    assert client_connection.types() == [
+        "welcome",
+        "waiting",
+        "admitted",
+        "peer-joined",
+        "sent-back",
+        "waiting",
+        "admitted",
+        "peer-joined",
+    ]
+    assert therapist_connection.sent[-1] == board.registry.lobby("t-1")
+
+
+async def test_a_disconnected_connection_releases_its_channel() -> None:
+    board = Board()
+    client = await board.join(client_seat())
+    await board.switchboard.disconnect(client.handle)
+    await board.switchboard.disconnect(client.handle)  # twice is harmless
+
+    assert not board.switchboard.is_local(client.handle)
+    assert board.fanout.subscribers(channel_for("c-1")) == 0
+
+
+async def test_ping_is_answered_with_pong_and_other_misplaced_messages_refused() -> None:
+    board = Board()
+    client = await board.join(client_seat())
+    client.connection.clear()
+
+    await board.switchboard.receive(client.handle, Ping(ts=12.5, id="p"))
+    await board.switchboard.receive(client.handle, Pong(ts=1))
+    await board.switchboard.receive(client.handle, Hello(version=1, id="h"))
+    await board.switchboard.receive(client.handle, Waiting(welcome="", status="", id="w"))
+
+    assert client.connection.sent == [
+        Pong(ts=12.5),
+        Error(error=ErrorCode.BAD_MESSAGE, value="hello was already received", id="h"),
+        Error(error=ErrorCode.FORBIDDEN, value="'waiting' is sent by the server only", id="w"),
+    ]
+
+
+async def test_messages_from_a_replaced_connection_are_ignored() -> None:
+    board = Board()
+    old = await board.join(client_seat())
+    await board.join(client_seat())
+    old.connection.clear()
+    await board.switchboard.receive(old.handle, Ping(ts=1))
+    assert old.connection.sent == old.connection.late == []
+
+
+async def test_a_connection_that_fails_to_send_does_not_stop_the_others() -> None:
+    board = Board()
+
+    class Broken(RecordingConnection):
+        async def send(self, message: Message) -> None:
+            raise ConnectionResetError("gone")
+
+    therapist = await board.join(therapist_seat())
+    await board.switchboard.join(client_seat(), Broken("c"))
+    await board.switchboard.admit(therapist.handle, "c-1")
+
+    assert therapist.connection.last(PeerJoined).participant == "c-1"
+
+
+async def test_delivery_interrupted_by_the_fanout_finishes_in_the_background() -> None:
+    fanout = SpyFanout()
+    switchboard = Switchboard(fanout)
+    therapist = RecordingConnection()
+    h = await switchboard.join(therapist_seat(), therapist)
+    client = RecordingConnection()
+    c = await switchboard.join(client_seat(), client)
+    fanout.fail_next = True
+
+    with pytest.raises(ConnectionError):
+        await switchboard.admit(h, c.participant)
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+    assert Admitted() not in client.sent  # at most once: the failed publication is lost
+    assert client.last(PeerJoined).participant == "h-1"  # the rest still arrives, in order

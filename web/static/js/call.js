@@ -1,0 +1,362 @@
+// @ts-check
+// One WebRTC call between the two participants of an appointment, using the "perfect
+// negotiation" pattern (docs/PROTOCOL.md): the therapist is impolite, the client polite.
+//
+// A Call is created when `peer-joined` arrives and closed on `peer-left` or `ended`. It only
+// touches the DOM elements it is given (the remote <video>).
+
+/** @typedef {import("./protocol.js").SignallingConnection} SignallingConnection */
+/** @typedef {import("./protocol.js").IceServer} IceServer */
+/** @typedef {import("./protocol.js").IceCandidateInit} IceCandidateInit */
+/** @typedef {import("./protocol.js").OfferMessage} OfferMessage */
+/** @typedef {import("./protocol.js").AnswerMessage} AnswerMessage */
+/** @typedef {import("./protocol.js").CandidateMessage} CandidateMessage */
+
+/**
+ * What the page shows about the media connection.
+ * @typedef {"connecting" | "connected" | "reconnecting" | "failed" | "closed"} CallState
+ */
+
+/** How long "disconnected" may last before an ICE restart is tried. */
+const DISCONNECTED_GRACE_MS = 4000;
+
+/**
+ * An RTCIceCandidate as the protocol carries it (exactly these fields).
+ * @param {RTCIceCandidate} candidate
+ * @returns {IceCandidateInit}
+ */
+export function candidateToWire(candidate) {
+  const json = typeof candidate.toJSON === "function" ? candidate.toJSON() : candidate;
+  /** @type {IceCandidateInit} */
+  const wire = {
+    candidate: json.candidate || "",
+    sdpMid: json.sdpMid ?? null,
+    sdpMLineIndex: json.sdpMLineIndex ?? null,
+  };
+  if (json.usernameFragment !== undefined) wire.usernameFragment = json.usernameFragment ?? null;
+  return wire;
+}
+
+/**
+ * Enable or disable the tracks of one kind (mute / camera off without closing the device).
+ * @param {MediaStream | null} stream
+ * @param {"audio" | "video"} kind
+ * @param {boolean} enabled
+ */
+export function setTracksEnabled(stream, kind, enabled) {
+  if (!stream) return;
+  for (const track of stream.getTracks()) {
+    if (track.kind === kind) track.enabled = enabled;
+  }
+}
+
+/**
+ * Events: `statechange` (`detail.state`: {@link CallState}), `remotestream`
+ * (`detail.stream`), `autoplayblocked` (the remote video could not start by itself: offer a
+ * button that calls `playRemote()`), `problem` (`detail.error`, for logs).
+ */
+export class Call extends EventTarget {
+  /** @type {RTCPeerConnection | null} */
+  #pc = null;
+  #connection;
+  #polite;
+  #iceServers;
+  #remoteVideo;
+  /** @type {MediaStream | null} */
+  #localStream;
+  /** @type {MediaStream | null} */
+  #remoteStream = null;
+  /** @type {Record<"audio" | "video", RTCRtpSender | null>} */
+  #senders = { audio: null, video: null };
+  /** @type {CallState} */
+  #state = "connecting";
+  #everConnected = false;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #disconnectedTimer;
+  /** @type {Array<[string, EventListener]>} */
+  #subscriptions = [];
+
+  // Perfect negotiation state.
+  #makingOffer = false;
+  #ignoreOffer = false;
+  #isSettingRemoteAnswerPending = false;
+
+  /**
+   * @param {object} options
+   * @param {SignallingConnection} options.connection
+   * @param {IceServer[]} options.iceServers  from `welcome`
+   * @param {boolean} options.polite          from `welcome`
+   * @param {MediaStream | null} options.localStream  may have no tracks (devices refused)
+   * @param {HTMLVideoElement} options.remoteVideo
+   */
+  constructor({ connection, iceServers, polite, localStream, remoteVideo }) {
+    super();
+    this.#connection = connection;
+    this.#iceServers = iceServers;
+    this.#polite = polite;
+    this.#localStream = localStream;
+    this.#remoteVideo = remoteVideo;
+  }
+
+  /** @returns {CallState} */
+  get state() {
+    return this.#state;
+  }
+
+  get polite() {
+    return this.#polite;
+  }
+
+  get remoteStream() {
+    return this.#remoteStream;
+  }
+
+  /** Create the RTCPeerConnection, listen for relayed messages and add the local tracks. */
+  start() {
+    if (this.#pc) return;
+    const pc = new RTCPeerConnection({ iceServers: this.#iceServers });
+    this.#pc = pc;
+
+    pc.addEventListener("negotiationneeded", async () => {
+      try {
+        this.#makingOffer = true;
+        await this.#setLocalDescription(pc);
+        if (pc.localDescription) this.#connection.send({ type: "offer", sdp: pc.localDescription.sdp });
+      } catch (error) {
+        this.#problem(error);
+      } finally {
+        this.#makingOffer = false;
+      }
+    });
+
+    pc.addEventListener("icecandidate", ({ candidate }) => {
+      // A null candidate is the end of candidates.
+      this.#connection.send({ type: "candidate", candidate: candidate ? candidateToWire(candidate) : null });
+    });
+
+    pc.addEventListener("track", ({ track, streams }) => {
+      let stream = streams[0];
+      if (!stream) {
+        stream = this.#remoteStream || new MediaStream();
+        if (!stream.getTracks().includes(track)) stream.addTrack(track);
+      }
+      this.#remoteStream = stream;
+      track.addEventListener("unmute", () => this.playRemote());
+      this.playRemote();
+      this.dispatchEvent(new CustomEvent("remotestream", { detail: { stream } }));
+    });
+
+    pc.addEventListener("connectionstatechange", () => this.#updateState());
+    pc.addEventListener("iceconnectionstatechange", () => {
+      if (pc.iceConnectionState === "failed") this.#restartIce();
+      if (!("connectionState" in pc)) this.#updateState();
+    });
+
+    this.#subscribe("offer", (message) => this.#onDescription({ type: "offer", sdp: /** @type {OfferMessage} */ (message).sdp }));
+    this.#subscribe("answer", (message) => this.#onDescription({ type: "answer", sdp: /** @type {AnswerMessage} */ (message).sdp }));
+    this.#subscribe("candidate", (message) => this.#onCandidate(/** @type {CandidateMessage} */ (message).candidate));
+
+    this.setLocalStream(this.#localStream);
+    this.#setState("connecting");
+  }
+
+  /**
+   * Send the tracks of `stream` (a new device, a device that came back): an existing sender
+   * of the same kind swaps its track without renegotiation; a new kind is added.
+   * @param {MediaStream | null} stream
+   */
+  setLocalStream(stream) {
+    this.#localStream = stream;
+    const pc = this.#pc;
+    if (!pc) return;
+    for (const kind of /** @type {Array<"audio" | "video">} */ (["audio", "video"])) {
+      const track = stream ? stream.getTracks().find((t) => t.kind === kind && t.readyState === "live") || null : null;
+      const sender = this.#senders[kind];
+      if (sender) {
+        if (sender.track !== track) sender.replaceTrack(track).catch((error) => this.#problem(error));
+      } else if (track && stream) {
+        this.#senders[kind] = pc.addTrack(track, stream);
+      }
+    }
+  }
+
+  /** @param {boolean} muted */
+  setMuted(muted) {
+    setTracksEnabled(this.#localStream, "audio", !muted);
+  }
+
+  /** @param {boolean} off */
+  setCameraOff(off) {
+    setTracksEnabled(this.#localStream, "video", !off);
+  }
+
+  /** (Re)start the remote video; after an autoplay refusal, call this from a click. */
+  async playRemote() {
+    const video = this.#remoteVideo;
+    if (!this.#remoteStream) return;
+    if (video.srcObject !== this.#remoteStream) video.srcObject = this.#remoteStream;
+    try {
+      await video.play();
+    } catch (error) {
+      if (error instanceof DOMException && error.name === "NotAllowedError") {
+        this.dispatchEvent(new CustomEvent("autoplayblocked"));
+      }
+    }
+  }
+
+  /** Close the peer connection; the local devices stay open (they belong to the page). */
+  close() {
+    clearTimeout(this.#disconnectedTimer);
+    for (const [type, listener] of this.#subscriptions) {
+      this.#connection.removeEventListener(type, listener);
+    }
+    this.#subscriptions = [];
+    if (this.#pc) {
+      this.#pc.close();
+      this.#pc = null;
+    }
+    this.#senders = { audio: null, video: null };
+    if (this.#remoteVideo.srcObject === this.#remoteStream) this.#remoteVideo.srcObject = null;
+    this.#remoteStream = null;
+    this.#setState("closed");
+  }
+
+  // -------------------------------------------------------------------------------------
+
+  /**
+   * @param {string} type
+   * @param {(message: unknown) => void} handler
+   */
+  #subscribe(type, handler) {
+    /** @type {EventListener} */
+    const listener = (event) => handler(/** @type {CustomEvent} */ (event).detail);
+    this.#connection.addEventListener(type, listener);
+    this.#subscriptions.push([type, listener]);
+  }
+
+  /**
+   * setLocalDescription() without arguments, with a fallback for older browsers.
+   * @param {RTCPeerConnection} pc
+   */
+  async #setLocalDescription(pc) {
+    try {
+      await pc.setLocalDescription();
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error;
+      const description = pc.signalingState === "have-remote-offer" ? await pc.createAnswer() : await pc.createOffer();
+      await pc.setLocalDescription(description);
+    }
+  }
+
+  /** @param {RTCSessionDescriptionInit} description */
+  async #onDescription(description) {
+    const pc = this.#pc;
+    if (!pc) return;
+    try {
+      const readyForOffer =
+        !this.#makingOffer && (pc.signalingState === "stable" || this.#isSettingRemoteAnswerPending);
+      const offerCollision = description.type === "offer" && !readyForOffer;
+      this.#ignoreOffer = !this.#polite && offerCollision;
+      if (this.#ignoreOffer) return; // impolite: our own offer wins
+
+      this.#isSettingRemoteAnswerPending = description.type === "answer";
+      try {
+        // Polite side on a collision: setRemoteDescription rolls our offer back implicitly.
+        await pc.setRemoteDescription(description);
+      } catch (error) {
+        if (description.type !== "offer" || pc.signalingState !== "have-local-offer") throw error;
+        // Browsers without implicit rollback: roll back explicitly, then accept theirs.
+        await pc.setLocalDescription({ type: "rollback" });
+        await pc.setRemoteDescription(description);
+      } finally {
+        this.#isSettingRemoteAnswerPending = false;
+      }
+      if (description.type === "offer") {
+        await this.#setLocalDescription(pc);
+        if (pc.localDescription) this.#connection.send({ type: "answer", sdp: pc.localDescription.sdp });
+      }
+    } catch (error) {
+      this.#problem(error);
+    }
+  }
+
+  /** @param {IceCandidateInit | null} candidate */
+  async #onCandidate(candidate) {
+    const pc = this.#pc;
+    if (!pc) return;
+    try {
+      if (candidate === null) {
+        await pc.addIceCandidate(); // end of candidates
+      } else {
+        await pc.addIceCandidate(candidate);
+      }
+    } catch (error) {
+      // Candidates for an offer we ignored, or an end-of-candidates an older browser does
+      // not understand, are expected to fail.
+      if (!this.#ignoreOffer && candidate !== null) this.#problem(error);
+    }
+  }
+
+  #restartIce() {
+    const pc = this.#pc;
+    if (pc && typeof pc.restartIce === "function") pc.restartIce(); // fires negotiationneeded
+  }
+
+  #updateState() {
+    const pc = this.#pc;
+    if (!pc) return;
+    const raw = "connectionState" in pc ? pc.connectionState : iceToConnectionState(pc.iceConnectionState);
+    clearTimeout(this.#disconnectedTimer);
+    switch (raw) {
+      case "new":
+      case "connecting":
+        this.#setState(this.#everConnected ? "reconnecting" : "connecting");
+        break;
+      case "connected":
+        this.#everConnected = true;
+        this.#setState("connected");
+        break;
+      case "disconnected":
+        this.#setState("reconnecting");
+        this.#disconnectedTimer = setTimeout(() => {
+          if (this.#pc === pc && pc.connectionState === "disconnected") this.#restartIce();
+        }, DISCONNECTED_GRACE_MS);
+        break;
+      case "failed":
+        this.#setState("failed");
+        this.#restartIce();
+        break;
+      case "closed":
+        this.#setState("closed");
+        break;
+    }
+  }
+
+  /** @param {CallState} state */
+  #setState(state) {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.dispatchEvent(new CustomEvent("statechange", { detail: { state } }));
+  }
+
+  /** @param {unknown} error */
+  #problem(error) {
+    console.warn("call:", error);
+    this.dispatchEvent(new CustomEvent("problem", { detail: { error } }));
+  }
+}
+
+/**
+ * @param {RTCIceConnectionState} state
+ * @returns {RTCPeerConnectionState}
+ */
+function iceToConnectionState(state) {
+  switch (state) {
+    case "checking":
+      return "connecting";
+    case "completed":
+      return "connected";
+    default:
+      return state;
+  }
+}
