@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 SOURCES := server signalling tests
 
-.PHONY: run test lint bench assets setup setup-dev clean
+.PHONY: run test lint bench assets setup setup-dev messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,15 @@ test: setup-dev
 lint: setup-dev
 	$(BIN)/ruff check $(SOURCES) bench
 	$(BIN)/ruff format --check $(SOURCES) bench
-	$(BIN)/mypy --strict $(SOURCES)
+	$(BIN)/mypy --strict $(SOURCES) bench
 
 bench: setup-dev
-	@echo "no benchmarks yet"
+	$(BIN)/python -m bench.join --runs 50
+
+# Refresh the message catalogs after adding or changing user-facing strings.
+messages: setup-dev
+	$(BIN)/pybabel extract -F babel.cfg -o web/locale/messages.pot --no-location --omit-header --sort-output .
+	$(BIN)/pybabel update -i web/locale/messages.pot -d web/locale --no-fuzzy-matching --omit-header
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

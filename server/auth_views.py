@@ -38,8 +38,13 @@ def _render(
 ) -> web.Response:
     token, fresh_cookie = sessions.login_csrf_token(request)
     notice = None
-    if request.query.get("expired"):
+    expired = request.query.get("expired")
+    if expired == "idle":
         notice = _("You were signed out after a period of inactivity. Please sign in again.")
+    elif expired == "max":
+        notice = _(
+            "For your clients' privacy, sign-ins last at most a working day. Please sign in again."
+        )
     elif request.query.get("signed_out"):
         notice = _("You have signed out.")
     context: dict[str, Any] = {

@@ -21,8 +21,10 @@ from server import audit
 from server.audit import Actor
 from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.models import Appointment, AppointmentStatus, IllegalTransition, Therapist
+from signalling import events
 from signalling.errors import ErrorCode, ProtocolError
 from signalling.fanout import LocalFanout
+from signalling.lobby import Watcher
 from signalling.messages import Hello, IceServer, Role
 from signalling.participants import Seat
 from signalling.switchboard import Switchboard
@@ -106,10 +108,14 @@ class Resolver:
     def ice_servers(self) -> tuple[IceServer, ...]:
         return ice_servers(self.app)
 
-    async def resolve(self, hello: Hello) -> Seat:
+    async def resolve(self, hello: Hello) -> Seat | Watcher:
         if self.appointment is not None:
             return client_seat(self.appointment)
         assert self.therapist is not None
+        if hello.appointment is None:
+            return Watcher(
+                therapist=therapist_ref(self.therapist.id), name=self.therapist.display_name
+            )
         appointment_id = parse_appointment_ref(hello.appointment or "")
         appointment = None
         if appointment_id is not None:
@@ -124,45 +130,68 @@ class Resolver:
                 )
         if appointment is None or appointment.therapist_id != self.therapist.id:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such appointment")
+        if appointment.state is not AppointmentStatus.SCHEDULED:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"the appointment is {appointment.status}")
         return therapist_seat(appointment, self.therapist)
 
 
+def _ref_id(ref: str) -> int | None:
+    """The number at the end of ``a-12``, ``t-3`` or ``c-12``."""
+    number = ref.rsplit("-", 1)[-1]
+    return int(number) if number.isdigit() else None
+
+
 class AuditWriter:
-    """Writes room events to the audit trail, in order, off the signalling path."""
+    """Writes one audit event per room event, in order, off the signalling path.
+
+    ``Ended`` also completes the appointment, so its join link stops working and a new
+    socket for it is told the session is over.
+    """
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
-        self._queue: asyncio.Queue[tuple[str, Actor, str | None, int, bool]] = asyncio.Queue()
+        self._queue: asyncio.Queue[events.RoomEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def put(
-        self,
-        action: str,
-        actor: Actor,
-        actor_id: str | None,
-        appointment_id: int,
-        complete: bool = False,
-    ) -> None:
-        self._queue.put_nowait((action, actor, actor_id, appointment_id, complete))
+    def __call__(self, event: events.RoomEvent) -> None:
+        self._queue.put_nowait(event)
 
     async def _run(self) -> None:
         while True:
-            item = await self._queue.get()
+            event = await self._queue.get()
             try:
-                await self._write(*item)
+                await self._write(event)
             except Exception:
-                log.exception("could not write a room audit event")
+                log.exception("could not write the audit event for %s", type(event).__name__)
             finally:
                 self._queue.task_done()
 
-    async def _write(
-        self, action: str, actor: Actor, actor_id: str | None, appointment_id: int, complete: bool
-    ) -> None:
+    async def _write(self, event: events.RoomEvent) -> None:
+        appointment_id = _ref_id(event.appointment)
+        if appointment_id is None:
+            return
         now = self._app[CLOCK]()
         async with self._app[SESSIONMAKER]() as db, db.begin():
+            appointment = await db.get(Appointment, appointment_id)
+            if appointment is None:
+                return
+            actor, actor_id = Actor.THERAPIST, appointment.therapist_id
+            match event:
+                case events.Joined(role=role) | events.Left(role=role):
+                    action = "join" if isinstance(event, events.Joined) else "leave"
+                    if role is Role.CLIENT:
+                        actor, actor_id = Actor.CLIENT, appointment.client_id
+                case events.Admitted():
+                    action = "admit"
+                case events.SentBack():
+                    action = "send_back"
+                case events.Ended():
+                    action = "end"
+                    with contextlib.suppress(IllegalTransition):
+                        appointment.transition_to(AppointmentStatus.COMPLETED)
             audit.record(
                 db,
                 at=now,
@@ -170,15 +199,11 @@ class AuditWriter:
                 actor_id=actor_id,
                 action=action,
                 record_type="appointment",
-                record_id=appointment_id,
+                record_id=appointment.id,
             )
-            if complete:
-                appointment = await db.get(Appointment, appointment_id)
-                if appointment is not None:
-                    with contextlib.suppress(IllegalTransition):
-                        appointment.transition_to(AppointmentStatus.COMPLETED)
 
     async def flush(self) -> None:
+        """Wait until every event so far is written."""
         await self._queue.join()
 
     async def stop(self) -> None:
@@ -197,6 +222,7 @@ async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     switchboard = Switchboard(LocalFanout())
     writer = AuditWriter(app)
     writer.start()
+    switchboard.registry.add_event_listener(writer)
     app[SWITCHBOARD] = switchboard
     app[AUDIT_WRITER] = writer
     yield

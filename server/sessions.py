@@ -40,7 +40,7 @@ class SignedIn:
 
 
 SIGNED_IN: web.RequestKey[SignedIn | None] = web.RequestKey("signed_in")
-SESSION_EXPIRED = web.RequestKey("session_expired", bool)
+SESSION_EXPIRED = web.RequestKey("session_expired", str)
 
 
 def client_ip(request: web.Request) -> str:
@@ -90,10 +90,13 @@ async def end(db: AsyncSession, cookie_value: str | None) -> None:
         await db.execute(delete(AuthSession).where(AuthSession.id_hash == token_hash(cookie_value)))
 
 
-def _expired(row: AuthSession, settings: Settings, now: dt.datetime) -> bool:
-    idle = dt.timedelta(minutes=settings.session_idle_minutes)
-    absolute = dt.timedelta(hours=settings.session_max_hours)
-    return now - row.last_seen_at > idle or now - row.created_at > absolute
+def _expired(row: AuthSession, settings: Settings, now: dt.datetime) -> str | None:
+    """Why the session has expired (``"max"`` or ``"idle"``), or ``None`` while it is valid."""
+    if now - row.created_at > dt.timedelta(hours=settings.session_max_hours):
+        return "max"
+    if now - row.last_seen_at > dt.timedelta(minutes=settings.session_idle_minutes):
+        return "idle"
+    return None
 
 
 async def load(request: web.Request) -> SignedIn | None:
@@ -115,9 +118,10 @@ async def load(request: web.Request) -> SignedIn | None:
         )
         if row is None:
             return None
-        if _expired(row, settings, now) or not row.therapist.is_active:
+        expired = _expired(row, settings, now)
+        if expired is not None or not row.therapist.is_active:
             await db.delete(row)
-            request[SESSION_EXPIRED] = True
+            request[SESSION_EXPIRED] = expired or "inactive"
             return None
         if now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
             row.last_seen_at = now
@@ -126,12 +130,12 @@ async def load(request: web.Request) -> SignedIn | None:
     return signed_in
 
 
-def login_url(request: web.Request, *, expired: bool = False) -> str:
+def login_url(request: web.Request, *, expired: str | None = None) -> str:
     query: dict[str, str] = {}
     if request.method == "GET" and request.path != "/":
         query["next"] = request.path
-    if expired:
-        query["expired"] = "1"
+    if expired in ("idle", "max"):
+        query["expired"] = expired
     return "/login" + ("?" + urlencode(query) if query else "")
 
 
@@ -142,7 +146,7 @@ def therapist_required(handler: Handler) -> Handler:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         signed_in = await load(request)
         if signed_in is None:
-            expired = request.get(SESSION_EXPIRED, False)
+            expired = request.get(SESSION_EXPIRED)
             raise web.HTTPSeeOther(login_url(request, expired=expired))
         return await handler(request)
 

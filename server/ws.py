@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from server import join, sessions
-from server.calls import SWITCHBOARD, Resolver
-from server.keys import SETTINGS
+from server.calls import SWITCHBOARD, Resolver, appointment_ref
+from server.keys import CLOCK, SETTINGS
 from signalling.errors import CloseCode
-from signalling.messages import Message, Role
+from signalling.messages import Ended, Message, Role
 from signalling.protocol import (
     IDLE_TIMEOUT_SECONDS,
     MAX_FRAME_BYTES,
@@ -95,6 +95,8 @@ def origin_allowed(request: web.Request) -> bool:
 class Identity:
     role: Role
     resolver: Resolver
+    #: For a client: whether the appointment is over (completed, cancelled or past its window).
+    over: bool = False
 
 
 async def identify(request: web.Request) -> Identity | None:
@@ -103,7 +105,9 @@ async def identify(request: web.Request) -> Identity | None:
         return Identity(Role.THERAPIST, Resolver.for_therapist(request.app, signed_in.therapist))
     appointment = await join.participant_appointment(request)
     if appointment is not None:
-        return Identity(Role.CLIENT, Resolver.for_client(request.app, appointment))
+        verdict = join.classify(appointment, request.app[SETTINGS], request.app[CLOCK]())
+        over = verdict in (join.Window.OVER, join.Window.CANCELLED)
+        return Identity(Role.CLIENT, Resolver.for_client(request.app, appointment), over)
     return None
 
 
@@ -117,6 +121,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         compress=False, max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None
     )
     await ws.prepare(request)
+    if identity.over:
+        # The session is over: say so, as the room would, and close for good.
+        assert identity.resolver.appointment is not None
+        ref = appointment_ref(identity.resolver.appointment.id)
+        await ws.send_str(encode(Ended(appointment=ref)))
+        await ws.close(code=int(CloseCode.ENDED), message=b"the appointment has ended")
+        return ws
     connection = SocketConnection(ws)
     switchboard = request.app[SWITCHBOARD]
     session = Session(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -218,6 +219,11 @@ class LiveServer:
     @property
     def url(self) -> str:
         return self.settings.public_url
+
+    @property
+    def app(self) -> web.Application:
+        """The running application, to reach its keys (the audit writer, the switchboard)."""
+        return self.server.app
 
 
 @pytest.fixture

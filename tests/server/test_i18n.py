@@ -222,7 +222,7 @@ async def test_every_visible_text_comes_from_the_catalog(
         "/logout", data={"csrf_token": csrf_from(dashboard_page)}
     )
     pages["sign-in"] = await client.get("/login")
-    pages["sign-in, expired"] = await client.get("/login?expired=1")
+    pages["sign-in, expired"] = await client.get("/login?expired=idle")
     pages["sign-in, failed"] = await sign_in(client, password="wrong password!")
     pages["sign-in, throttled"] = await sign_in(client, password="wrong password!")
 

@@ -194,7 +194,7 @@ async def test_rendered_pages_have_no_inline_script_or_style(
 ) -> None:
     pages = {
         "sign-in": await app_client.get("/login"),
-        "sign-in, expired": await app_client.get("/login?expired=1"),
+        "sign-in, expired": await app_client.get("/login?expired=idle"),
         "sign-in, failed": await sign_in(app_client, password="wrong password!"),
         "403": await app_client.post("/login", data={}),
         "404": await app_client.get("/no/such/page"),

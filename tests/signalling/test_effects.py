@@ -6,14 +6,26 @@ import json
 
 import pytest
 
-from signalling.effects import Close, Deliver, Handle, channel_for, dump_effect, load_effect
+from signalling.effects import (
+    Close,
+    Deliver,
+    Handle,
+    channel_for,
+    channel_of,
+    dump_effect,
+    load_effect,
+    lobby_channel_for,
+)
 from signalling.errors import CloseCode
-from signalling.messages import Candidate, IceCandidate, Offer, Waiting
+from signalling.messages import Candidate, IceCandidate, Lobby, Offer, Waiting
 
 TO = Handle("c-1", "tok-1")
+LOBBY_SOCKET = Handle("t-1", "tok-2", watcher=True)
 
 EFFECTS = [
     Deliver(TO, Offer(sdp="v=0\r\n")),
+    Deliver(LOBBY_SOCKET, Lobby(participants=())),
+    Close(LOBBY_SOCKET, CloseCode.NORMAL, "left"),
     Deliver(TO, Waiting(welcome="Bienvenue — à tout de suite", status="")),
     Deliver(TO, Candidate(candidate=IceCandidate(candidate="", sdp_mid="0", sdp_m_line_index=0))),
     Close(TO, CloseCode.REPLACED, "replaced by a newer connection"),
@@ -48,3 +60,9 @@ def test_a_close_reason_must_fit_a_close_frame() -> None:
 
 def test_each_participant_has_its_own_channel() -> None:
     assert channel_for("c-1") != channel_for("c-2")
+
+
+def test_lobby_sockets_have_their_therapists_lobby_channel() -> None:
+    assert channel_of(LOBBY_SOCKET) == lobby_channel_for("t-1") != channel_for("t-1")
+    assert channel_of(TO) == channel_for("c-1")
+    assert "watcher" not in json.loads(dump_effect(Deliver(TO, Offer(sdp="v=0"))))

@@ -16,6 +16,7 @@ from signalling.protocol import (
     CloseCode,
     ErrorCode,
     Message,
+    Welcome,
     parse_message,
 )
 
@@ -43,6 +44,11 @@ def test_every_example_parses(example: str) -> None:
 def test_every_message_type_has_an_example() -> None:
     shown = {parse_message(example).TYPE for example in EXAMPLES}
     assert shown == set(MESSAGE_TYPES)
+
+
+def test_both_kinds_of_welcome_are_shown() -> None:
+    welcomes = [m for m in map(parse_message, EXAMPLES) if isinstance(m, Welcome)]
+    assert sorted(w.lobby for w in welcomes) == [False, True]
 
 
 def test_every_message_type_has_its_own_section_and_no_other_does() -> None:

@@ -1,4 +1,5 @@
-"""Random sequences of joins, drops, admissions and ends never break the room rules."""
+"""Random sequences of joins, drops, admissions and ends — from call pages and from
+dashboards — never break the room rules."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from signalling import events
 from signalling.effects import Handle
 from signalling.messages import (
     Admit,
@@ -18,6 +20,7 @@ from signalling.messages import (
     Candidate,
     End,
     Leave,
+    Lobby,
     Message,
     Offer,
     ParticipantState,
@@ -25,7 +28,14 @@ from signalling.messages import (
     SendBack,
     TextMessage,
 )
-from tests.signalling.fakes import Board, RecordingConnection, client_seat, therapist_seat
+from tests.signalling.fakes import (
+    CALL_ONLY,
+    Board,
+    RecordingConnection,
+    client_seat,
+    therapist_seat,
+    watcher,
+)
 
 CLIENTS = ("c-1", "c-2")
 HOSTS = ("h-1", "h-2")
@@ -33,6 +43,9 @@ EVERYONE = CLIENTS + HOSTS
 APPOINTMENT = {"c-1": "a-1", "h-1": "a-1", "c-2": "a-2", "h-2": "a-2"}
 MEDIA = (Offer(sdp="v=0"), Answer(sdp="v=0"), Candidate(candidate=None))
 IN_CALL = ParticipantState.IN_CALL
+#: Dashboards: two tabs of t-1's, and one of t-2's (who owns a-2 only in some runs).
+DASHBOARDS = {"d-1": "t-1", "d-1b": "t-1", "d-2": "t-2"}
+DASHBOARD = st.sampled_from(sorted(DASHBOARDS))
 
 
 class RoomMachine(RuleBasedStateMachine):
@@ -44,10 +57,12 @@ class RoomMachine(RuleBasedStateMachine):
         self.board = Board()
         self.therapist_of = {"a-1": "t-1", "a-2": "t-1"}
         self.sockets: dict[str, list[tuple[Handle, RecordingConnection]]] = {
-            p: [] for p in EVERYONE
+            p: [] for p in (*EVERYONE, *DASHBOARDS)
         }
         self.dropped: set[int] = set()
         self.violations: list[str] = []
+        self.ended: list[str] = []
+        self.board.registry.add_event_listener(self.on_event)
 
     def run(self, step: Coroutine[Any, Any, None]) -> None:
         self.loop.run_until_complete(step)
@@ -70,6 +85,14 @@ class RoomMachine(RuleBasedStateMachine):
             state = self.board.state(participant)
             if state is not IN_CALL:
                 self.violations.append(f"{participant} got {message.TYPE} while {state}")
+
+    def on_dashboard_send(self, dashboard: str, message: Message) -> None:
+        if message.TYPE in CALL_ONLY:
+            self.violations.append(f"dashboard {dashboard} got {message.TYPE}")
+
+    def on_event(self, event: events.RoomEvent) -> None:
+        if isinstance(event, events.Ended):
+            self.ended.append(event.appointment)
 
     def latest(self, participant: str) -> Handle | None:
         sockets = self.sockets[participant]
@@ -100,7 +123,37 @@ class RoomMachine(RuleBasedStateMachine):
 
         self.run(join())
 
-    @rule(participant=st.sampled_from(EVERYONE))
+    @rule(dashboard=DASHBOARD)
+    def open_dashboard(self, dashboard: str) -> None:
+        connection = RecordingConnection(dashboard, partial(self.on_dashboard_send, dashboard))
+        who = watcher(DASHBOARDS[dashboard])
+
+        async def watch() -> None:
+            handle = await self.board.switchboard.watch(who, connection)
+            self.sockets[dashboard].append((handle, connection))
+
+        self.run(watch())
+
+    @rule(dashboard=DASHBOARD, client=st.sampled_from(CLIENTS))
+    def admit_from_dashboard(self, dashboard: str, client: str) -> None:
+        self.send(dashboard, Admit(participant=client))
+
+    @rule(dashboard=DASHBOARD, client=st.sampled_from(CLIENTS))
+    def send_back_from_dashboard(self, dashboard: str, client: str) -> None:
+        self.send(dashboard, SendBack(participant=client))
+
+    @rule(dashboard=DASHBOARD, appointment=st.sampled_from(("a-1", "a-2")))
+    def end_from_dashboard(self, dashboard: str, appointment: str) -> None:
+        self.send(dashboard, End(appointment=appointment))
+
+    @rule(
+        dashboard=DASHBOARD,
+        message=st.sampled_from((TextMessage(participant="c-1", text="a moment"), Leave(), *MEDIA)),
+    )
+    def other_from_dashboard(self, dashboard: str, message: Message) -> None:
+        self.send(dashboard, message)
+
+    @rule(participant=st.sampled_from((*EVERYONE, *DASHBOARDS)))
     def drop(self, participant: str) -> None:
         for handle, connection in self.live(participant)[:1]:
             self.dropped.add(id(connection))
@@ -134,8 +187,26 @@ class RoomMachine(RuleBasedStateMachine):
     # Invariants
 
     @invariant()
-    def an_unadmitted_participant_never_receives_media_signalling(self) -> None:
+    def no_one_outside_the_call_receives_media_signalling(self) -> None:
+        """Nor does a dashboard receive peer-joined or peer-left."""
         assert self.violations == []
+
+    @invariant()
+    def every_live_dashboard_shows_the_lobby_as_it_is(self) -> None:
+        for dashboard, therapist in DASHBOARDS.items():
+            for handle, connection in self.live(dashboard):
+                assert self.board.registry.role_of(handle) is Role.THERAPIST
+                assert connection.last(Lobby) == self.board.registry.lobby(therapist)
+            for handle, connection in self.sockets[dashboard]:
+                if (handle, connection) not in self.live(dashboard):
+                    assert self.board.registry.role_of(handle) is None
+
+    @invariant()
+    def each_ended_appointment_reported_ended_once(self) -> None:
+        assert len(self.ended) == len(set(self.ended))
+        for appointment in ("a-1", "a-2"):
+            room = self.board.registry.room(appointment)
+            assert (room is not None and room.ended) == (appointment in self.ended)
 
     @invariant()
     def a_participant_holds_at_most_one_live_connection(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -267,3 +268,24 @@ async def test_disconnected_tells_the_room_once_the_socket_is_gone() -> None:
     await session.receive(HELLO)
     await session.disconnected()
     assert board.state("c-1").value == "left"
+
+
+async def test_a_socket_gone_while_the_resolver_looks_is_never_joined() -> None:
+    board = Board()
+    looking = asyncio.Event()
+
+    async def resolve(hello: Hello) -> Seat | Watcher:
+        await looking.wait()
+        return client_seat()
+
+    connection = RecordingConnection()
+    session = Session(board.switchboard, connection, role=Role.CLIENT, resolve=resolve)
+    hello = asyncio.create_task(session.receive(HELLO))
+    await asyncio.sleep(0)
+    await session.disconnected()
+    looking.set()
+    await hello
+
+    assert session.closed and session.handle is None
+    assert connection.sent == []
+    assert board.registry.participant("c-1") is None

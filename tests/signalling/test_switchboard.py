@@ -6,16 +6,19 @@ import asyncio
 
 import pytest
 
-from signalling.effects import channel_for
+from signalling.effects import channel_for, lobby_channel_for
 from signalling.errors import CloseCode, ErrorCode
 from signalling.fanout import LocalFanout
 from signalling.messages import (
+    Admit,
     Admitted,
     Answer,
     Error,
     Hello,
+    Lobby,
     Message,
     Offer,
+    ParticipantState,
     PeerJoined,
     Ping,
     Pong,
@@ -23,7 +26,13 @@ from signalling.messages import (
 )
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
-from tests.signalling.fakes import Board, RecordingConnection, client_seat, therapist_seat
+from tests.signalling.fakes import (
+    Board,
+    RecordingConnection,
+    client_seat,
+    therapist_seat,
+    watcher,
+)
 
 
 class SpyFanout(LocalFanout):
@@ -56,6 +65,22 @@ async def test_participants_on_two_instances_reach_each_other_through_the_fanout
     assert client.types() == ["welcome", "waiting", "admitted", "peer-joined", "offer"]
     assert therapist.types()[-3:] == ["peer-joined", "lobby", "answer"]
     assert east.is_local(h) and not west.is_local(h)
+
+
+async def test_a_dashboard_on_another_instance_sees_the_lobby_and_admits() -> None:
+    fanout, registry = LocalFanout(), Registry()
+    east, west = Switchboard(fanout, registry), Switchboard(fanout, registry)
+    dashboard, client = RecordingConnection("dashboard"), RecordingConnection("c")
+    d = await east.watch(watcher(), dashboard)
+    await west.join(client_seat(), client)
+
+    await east.receive(d, Admit(participant="c-1"))
+
+    assert client.types() == ["welcome", "waiting", "admitted"]
+    assert dashboard.types() == ["welcome", "lobby", "lobby", "lobby"]
+    assert dashboard.last(Lobby).participants[0].state is ParticipantState.ADMITTED
+    assert east.is_local(d) and not west.is_local(d)
+    assert fanout.subscribers(lobby_channel_for("t-1")) == 1
 
 
 async def test_a_newer_connection_on_another_instance_closes_the_older_one() -> None:

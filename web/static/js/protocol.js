@@ -50,7 +50,12 @@ const LIVENESS_CHECK_MS = 5_000;
 // Messages. Every message may carry an optional `id` (1–64 characters) chosen by its sender.
 
 /** @typedef {{type: "hello", id?: string, version: number, appointment?: string, devices?: DeviceSummary}} HelloMessage */
-/** @typedef {{type: "welcome", id?: string, version: number, role: Role, participant: string, appointment: string, state: ParticipantState, iceServers: IceServer[], polite: boolean}} WelcomeMessage */
+/**
+ * `participant`, `appointment` and `state` are all null for a therapist's lobby socket (the
+ * dashboard), and none is otherwise.
+ * @typedef {{type: "welcome", id?: string, version: number, role: Role, participant: string | null,
+ *   appointment: string | null, state: ParticipantState | null, iceServers: IceServer[], polite: boolean}} WelcomeMessage
+ */
 /** @typedef {{type: "ping", id?: string, ts: number}} PingMessage */
 /** @typedef {{type: "pong", id?: string, ts: number}} PongMessage */
 /**

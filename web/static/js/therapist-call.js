@@ -1,0 +1,360 @@
+// @ts-check
+// The therapist's call page (call.html): one appointment's call, with the client's status
+// from the lobby, and the therapist's controls (admit, send back, end, leave).
+
+import "./localtime.js";
+import { SignallingConnection, CLOSE_ENDED, CLOSE_POLICY_VIOLATION, CLOSE_REPLACED } from "./protocol.js";
+import { LocalMedia, bindPickers, setSpeaker } from "./devices.js";
+import { Call } from "./call.js";
+import { announce, attachStream, byId, setPressed, showSection, stringsFrom, twoStep } from "./ui.js";
+
+/** @typedef {import("./protocol.js").WelcomeMessage} WelcomeMessage */
+/** @typedef {import("./protocol.js").LobbyMessage} LobbyMessage */
+/** @typedef {import("./protocol.js").LobbyEntry} LobbyEntry */
+/** @typedef {import("./protocol.js").PeerJoinedMessage} PeerJoinedMessage */
+/** @typedef {import("./protocol.js").ErrorMessage} ErrorMessage */
+/** @typedef {import("./protocol.js").CloseDetail} CloseDetail */
+/** @typedef {import("./call.js").CallState} CallState */
+
+const SECTIONS = ["call", "ended", "replaced", "trouble"];
+const stringsElement = byId("call-strings");
+const t = stringsFrom(stringsElement);
+const appointment = stringsElement.dataset.appointment || "";
+const clientName = stringsElement.dataset.clientName || "";
+/**
+ * @param {string} key
+ * @param {string} fallback
+ */
+const tn = (key, fallback) => t(key, fallback, { name: clientName });
+
+const el = {
+  network: byId("network-status"),
+  announcer: byId("call-announcer"),
+  connectionState: byId("connection-state"),
+  clientStatus: byId("client-status"),
+  admit: byId("admit-client", HTMLButtonElement),
+  remoteVideo: byId("remote-video", HTMLVideoElement),
+  remotePlaceholder: byId("remote-placeholder"),
+  localVideo: byId("local-video", HTMLVideoElement),
+  playRemote: byId("play-remote", HTMLButtonElement),
+  selfState: byId("self-state"),
+  mute: byId("mute", HTMLButtonElement),
+  camera: byId("camera", HTMLButtonElement),
+  sendBack: byId("send-back", HTMLButtonElement),
+  end: byId("end-session", HTMLButtonElement),
+  leave: byId("leave", HTMLButtonElement),
+  deviceProblem: byId("device-problem"),
+  retry: byId("retry-devices", HTMLButtonElement),
+  cameraSelect: byId("camera-select", HTMLSelectElement),
+  microphoneSelect: byId("microphone-select", HTMLSelectElement),
+  speakerSelect: byId("speaker-select", HTMLSelectElement),
+  speakerField: byId("speaker-field"),
+  speakerNote: byId("speaker-note"),
+  useHere: byId("use-here", HTMLButtonElement),
+  tryAgain: byId("try-again", HTMLButtonElement),
+};
+
+const media = new LocalMedia();
+/** @type {WelcomeMessage | null} */
+let welcome = null;
+/** @type {Call | null} */
+let call = null;
+/** The client of this appointment, as the lobby last described them. @type {LobbyEntry | null} */
+let client = null;
+/** The client's participant id, from the lobby or from peer-joined. */
+let clientId = "";
+let speakerId = "";
+let leaving = false;
+let finished = false;
+/** Ids of our requests, to recognise an error in answer to one. @type {Set<string>} */
+const pending = new Set();
+
+const connection = new SignallingConnection({
+  hello: () => ({ version: 1, appointment }),
+});
+
+/**
+ * @template T
+ * @param {string} type
+ * @param {(detail: T) => void} handler
+ */
+function on(type, handler) {
+  connection.addEventListener(type, (event) => handler(/** @type {CustomEvent<T>} */ (event).detail));
+}
+
+// ---------------------------------------------------------------------------------------
+// Devices
+
+function renderDevices() {
+  el.localVideo.srcObject = null;
+  attachStream(el.localVideo, media.stream.getTracks().length ? media.stream : null);
+  const problems = [];
+  if (media.checks.camera.status !== "ok" && media.checks.camera.problem) {
+    problems.push(t("cameraProblem", "Your camera is not available."));
+  }
+  if (media.checks.microphone.status !== "ok" && media.checks.microphone.problem) {
+    problems.push(t("microphoneProblem", "Your microphone is not available."));
+  }
+  el.deviceProblem.textContent = problems.join(" ");
+  el.deviceProblem.hidden = problems.length === 0;
+  el.retry.hidden = problems.length === 0;
+  if (problems.length) {
+    const details = el.deviceProblem.closest("details");
+    if (details) details.open = true;
+  }
+  if (call) call.setLocalStream(media.stream);
+  renderSelfState();
+}
+
+media.addEventListener("change", renderDevices);
+bindPickers(
+  media,
+  {
+    camera: el.cameraSelect,
+    microphone: el.microphoneSelect,
+    speaker: el.speakerSelect,
+    speakerField: el.speakerField,
+    speakerNote: el.speakerNote,
+  },
+  {
+    camera: t("unnamedCamera", "Camera {number}"),
+    microphone: t("unnamedMicrophone", "Microphone {number}"),
+    speaker: t("unnamedSpeaker", "Speaker {number}"),
+    none: t("noneFound", "None found"),
+    defaultSpeaker: t("defaultSpeaker", "Default speaker"),
+  },
+  (deviceId) => {
+    speakerId = deviceId;
+    setSpeaker([el.remoteVideo], deviceId);
+  },
+);
+el.retry.addEventListener("click", () => media.start());
+
+function renderSelfState() {
+  const muted = el.mute.getAttribute("aria-pressed") === "true";
+  const cameraOff = el.camera.getAttribute("aria-pressed") === "true";
+  const hasMic = Boolean(media.track("microphone"));
+  const hasCamera = Boolean(media.track("camera"));
+  el.mute.disabled = !hasMic;
+  el.camera.disabled = !hasCamera;
+  const notes = [];
+  if (!hasMic && media.checks.microphone.problem) notes.push(t("noMicrophone", ""));
+  if (!hasCamera && media.checks.camera.problem) notes.push(t("noCamera", ""));
+  if (hasMic && hasCamera && muted && cameraOff) notes.push(t("selfMutedCameraOff", ""));
+  else {
+    if (hasMic && muted) notes.push(t("selfMuted", ""));
+    if (hasCamera && cameraOff) notes.push(t("selfCameraOff", ""));
+  }
+  el.selfState.textContent = notes.filter(Boolean).join(" ");
+  el.localVideo.classList.toggle("is-off", cameraOff || !hasCamera);
+}
+
+el.mute.addEventListener("click", () => {
+  const muted = el.mute.getAttribute("aria-pressed") !== "true";
+  setPressed(el.mute, muted);
+  media.setEnabled("microphone", !muted);
+  renderSelfState();
+});
+
+el.camera.addEventListener("click", () => {
+  const off = el.camera.getAttribute("aria-pressed") !== "true";
+  setPressed(el.camera, off);
+  media.setEnabled("camera", !off);
+  renderSelfState();
+});
+
+// ---------------------------------------------------------------------------------------
+// The client's status
+
+function renderClient() {
+  let text;
+  if (!client) text = tn("clientAbsent", "{name} is not in the waiting room yet.");
+  else if (client.state === "waiting") text = tn("clientWaiting", "{name} is in the waiting room.");
+  else if (!client.online) text = tn("clientOffline", "{name} is not connected right now.");
+  else if (client.state === "in_call") text = tn("clientInCall", "{name} is in the call.");
+  else text = tn("clientAdmitted", "{name} has been let in and is joining…");
+  if (el.clientStatus.textContent !== text) el.clientStatus.textContent = text;
+  const admitVisible = Boolean(client && client.state === "waiting" && client.online);
+  if (el.admit.hidden !== !admitVisible) el.admit.hidden = !admitVisible;
+  if (!admitVisible) el.admit.disabled = false;
+  el.sendBack.hidden = !(client && (client.state === "admitted" || client.state === "in_call"));
+}
+
+/**
+ * @param {string} text
+ * @param {string} state
+ */
+function setConnectionState(text, state) {
+  el.connectionState.textContent = text;
+  el.connectionState.dataset.state = state;
+}
+
+/** @param {CallState} state */
+function renderCallState(state) {
+  const texts = {
+    connecting: t("callConnecting", "Connecting…"),
+    connected: t("callConnected", "Connected"),
+    reconnecting: t("callReconnecting", "Reconnecting…"),
+    failed: t("callFailed", "The connection was lost. Trying again…"),
+  };
+  if (state !== "closed") setConnectionState(texts[state], state);
+}
+
+function closeCall() {
+  if (call) {
+    call.close();
+    call = null;
+  }
+  el.remotePlaceholder.hidden = false;
+  el.playRemote.hidden = true;
+  setConnectionState(tn("peerWaiting", "Waiting for {name} to join…"), "waiting");
+}
+
+// ---------------------------------------------------------------------------------------
+// Signalling
+
+on("welcome", (/** @type {WelcomeMessage} */ message) => {
+  welcome = message;
+  el.network.textContent = "";
+  if (!call) setConnectionState(tn("peerWaiting", "Waiting for {name} to join…"), "waiting");
+});
+
+on("lobby", (/** @type {LobbyMessage} */ message) => {
+  client = message.participants.find((entry) => entry.appointment === appointment) || null;
+  if (client) clientId = client.participant;
+  renderClient();
+});
+
+on("peer-joined", (/** @type {PeerJoinedMessage} */ message) => {
+  if (!welcome) return;
+  if (message.role === "client") clientId = message.participant;
+  closeCall();
+  setConnectionState(t("callConnecting", "Connecting…"), "connecting");
+  call = new Call({
+    connection,
+    iceServers: welcome.iceServers,
+    polite: welcome.polite,
+    localStream: media.stream,
+    remoteVideo: el.remoteVideo,
+  });
+  call.addEventListener("statechange", (event) => {
+    renderCallState(/** @type {CustomEvent<{state: CallState}>} */ (event).detail.state);
+  });
+  call.addEventListener("remotestream", () => {
+    el.remotePlaceholder.hidden = true;
+    if (speakerId) setSpeaker([el.remoteVideo], speakerId);
+  });
+  call.addEventListener("autoplayblocked", () => {
+    el.playRemote.hidden = false;
+  });
+  call.start();
+});
+
+on("peer-left", () => closeCall());
+
+on("ended", () => finish("ended"));
+
+on("error", (/** @type {ErrorMessage} */ message) => {
+  console.warn("signalling error:", message.error, message.value);
+  if (message.id && pending.has(message.id)) {
+    pending.delete(message.id);
+    el.admit.disabled = false;
+    el.sendBack.disabled = false;
+    announce(el.announcer, t("requestFailed", "That did not work."));
+    el.network.textContent = t("requestFailed", "That did not work.");
+  }
+});
+
+on("statechange", (/** @type {{state: string}} */ { state }) => {
+  if (state === "reconnecting" && !finished) {
+    el.network.textContent = t("networkReconnecting", "Reconnecting…");
+  }
+});
+
+on("close", (/** @type {CloseDetail} */ detail) => {
+  if (detail.willReconnect) return;
+  if (leaving) {
+    location.assign("/dashboard");
+    return;
+  }
+  el.network.textContent = "";
+  if (detail.code === CLOSE_ENDED) finish("ended");
+  else if (detail.code === CLOSE_REPLACED) finish("replaced");
+  else if (detail.code === CLOSE_POLICY_VIOLATION) finish("trouble");
+});
+
+/** @param {"ended" | "replaced" | "trouble"} section */
+function finish(section) {
+  if (finished && section !== "ended") return;
+  finished = true;
+  closeCall();
+  media.stop();
+  if (connection.state !== "closed") connection.close();
+  el.network.textContent = "";
+  showSection(SECTIONS, section);
+}
+
+/** @param {import("./protocol.js").OutgoingMessage} message */
+function request(message) {
+  const id = connection.request(message);
+  if (id) pending.add(id);
+  return id;
+}
+
+// ---------------------------------------------------------------------------------------
+// Controls
+
+el.admit.addEventListener("click", () => {
+  if (!client) return;
+  if (request({ type: "admit", participant: client.participant })) {
+    el.admit.disabled = true;
+    announce(el.announcer, tn("admitting", "Letting {name} in…"));
+  }
+});
+
+el.sendBack.addEventListener("click", () => {
+  if (!clientId) return;
+  if (request({ type: "send-back", participant: clientId })) {
+    announce(el.announcer, tn("sentBack", "{name} is back in the waiting room."));
+  }
+});
+
+twoStep(el.end, {
+  confirmText: t("confirmEnd", "Confirm end"),
+  armedAnnouncement: t("confirmEndHint", ""),
+  announce: (text) => announce(el.announcer, text),
+  action: () => {
+    request({ type: "end", appointment });
+  },
+});
+
+el.leave.addEventListener("click", () => {
+  leaving = true;
+  closeCall();
+  media.stop();
+  if (!connection.send({ type: "leave" })) {
+    location.assign("/dashboard");
+    return;
+  }
+  // The server closes the socket after `leave`; go back to the dashboard then, or soon anyway.
+  setTimeout(() => location.assign("/dashboard"), 1500);
+});
+
+el.playRemote.addEventListener("click", async () => {
+  el.playRemote.hidden = true;
+  if (call) await call.playRemote();
+});
+
+function startAgain() {
+  finished = false;
+  showSection(SECTIONS, "call");
+  media.start();
+  connection.connect();
+}
+el.useHere.addEventListener("click", startAgain);
+el.tryAgain.addEventListener("click", startAgain);
+
+// ---------------------------------------------------------------------------------------
+
+connection.connect();
+media.start();
