@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 SOURCES := server signalling tests
 
-.PHONY: run test lint bench assets setup setup-dev messages clean
+.PHONY: run test lint bench assets setup setup-dev node-deps messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,21 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed assets
 
-setup-dev: $(VENV)/.installed-dev assets
+setup-dev: $(VENV)/.installed-dev assets node-deps
+
+# JavaScript tools for the tests only (axe-core for the browser tests), pinned by
+# package-lock.json; installed again when node_modules lacks them or the lock changed. Without
+# npm the browser tests are skipped, except under CI, where that is an error.
+NPM_STAMP := node_modules/.alcove-package-lock.json
+node-deps:
+	@if [ -f node_modules/axe-core/axe.min.js ] && cmp -s package-lock.json $(NPM_STAMP); then \
+		true; \
+	elif ! command -v npm >/dev/null; then \
+		echo "npm is missing (Debian: apt-get install npm): the browser tests need axe-core" >&2; \
+		test -z "$$CI"; \
+	else \
+		npm ci --no-audit --no-fund && cp package-lock.json $(NPM_STAMP); \
+	fi
 
 # Web assets: plain ES modules and CSS are served as they are; nothing to build yet.
 assets:
@@ -50,4 +64,4 @@ messages: setup-dev
 	$(BIN)/pybabel update -i web/locale/messages.pot -d web/locale --no-fuzzy-matching --omit-header
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache node_modules

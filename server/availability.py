@@ -284,14 +284,12 @@ def weekly_series(first_local: dt.datetime, weeks: int) -> list[dt.datetime]:
     if weeks < 0:
         raise ValueError("weeks must not be negative")
     wall = first_local.replace(tzinfo=None, fold=0)
-    first = existing_instant(wall.replace(fold=first_local.fold), zone)
-    series: list[dt.datetime] = []
-    for week in range(weeks):
-        later = wall + dt.timedelta(weeks=week)
-        if week == 0 and first is not None:
-            series.append(first)
-        else:
-            series.append(later.replace(tzinfo=zone).astimezone(dt.UTC))
+    series = [
+        (wall + dt.timedelta(weeks=week)).replace(tzinfo=zone).astimezone(dt.UTC)
+        for week in range(weeks)
+    ]
+    if series and existing_instant(first_local.replace(tzinfo=None), zone) is not None:
+        series[0] = first_local.astimezone(dt.UTC)  # a real instant: keep its fold
     return series
 
 

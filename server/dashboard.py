@@ -12,9 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from server import sessions
+from server import audit, sessions
+from server.audit import Actor
 from server.keys import CLOCK, SESSIONMAKER
-from server.models import Appointment
+from server.models import Appointment, Therapist
 
 
 def local_day_bounds(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
@@ -63,8 +64,43 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         "today": now.astimezone(tz).date(),
         "tz": tz,
         "appointments": appointments,
+        "welcome_status": request.query.get("welcome", ""),
+        "max_welcome": MAX_WELCOME,
     }
     return aiohttp_jinja2.render_template("dashboard.html", request, context)
+
+
+MAX_WELCOME = 2000
+
+
+@sessions.therapist_required
+async def save_welcome(request: web.Request) -> web.StreamResponse:
+    """Save the text a waiting client sees; refused with a clear message when too long."""
+    me = sessions.signed_in(request)
+    form = await request.post()
+    submitted = form.get("csrf_token")
+    await sessions.check_csrf(request, submitted if isinstance(submitted, str) else None)
+    raw = form.get("welcome_text")
+    text = raw.replace("\r\n", "\n").strip() if isinstance(raw, str) else ""
+    if len(text) > MAX_WELCOME:
+        raise web.HTTPSeeOther("/dashboard?welcome=too-long#waiting-room-settings")
+    now = request.app[CLOCK]()
+    async with request.app[SESSIONMAKER]() as db, db.begin():
+        therapist = await db.get(Therapist, me.therapist.id)
+        if therapist is None:
+            raise web.HTTPForbidden()
+        therapist.welcome_text = text
+        audit.record(
+            db,
+            at=now,
+            actor=Actor.THERAPIST,
+            actor_id=therapist.id,
+            action="welcome_text_updated",
+            record_type="therapist",
+            record_id=therapist.id,
+            source_ip=sessions.client_ip(request),
+        )
+    raise web.HTTPSeeOther("/dashboard?welcome=saved#waiting-room-settings")
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -75,3 +111,4 @@ async def index(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application) -> None:
     app.router.add_get("/", index, name="index")
     app.router.add_get("/dashboard", dashboard, name="dashboard")
+    app.router.add_post("/dashboard/welcome", save_welcome, name="save_welcome")

@@ -97,7 +97,7 @@ def stays_within(
     forward in spring (still monotonic, the end decides) or back in autumn, when
     the reading just before the change may be past ``highest`` and the one just
     after it before ``lowest``, though both ends are fine.  This assumes at most
-    one offset change inside a slot, which holds for every zone's rules.
+    one offset change inside a slot: zones change months apart, not hours.
     """
     local_start, local_end = start.astimezone(zone), end.astimezone(zone)
     if local_end.replace(tzinfo=None) > highest:

@@ -117,8 +117,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     identity = await identify(request)
     if identity is None:
         raise web.HTTPUnauthorized()
+    # aiohttp refuses a frame of ``max_msg_size`` bytes or more (some versions: more than
+    # it), but a frame of exactly MAX_FRAME_BYTES is allowed; one byte over that limit is
+    # refused with 1009 by aiohttp, or else by the protocol parser (``too-large``).
     ws = web.WebSocketResponse(
-        compress=False, max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None
+        compress=False, max_msg_size=MAX_FRAME_BYTES + 1, autoping=True, heartbeat=None
     )
     await ws.prepare(request)
     if identity.over:

@@ -94,7 +94,7 @@ class InnerRun:
 
 
 def inner_environment(report: Path) -> dict[str, str]:
-    dropped = {"ALCOVE_TEST_DATABASE_URL", netns.MARKER, "PYTHONPATH"}
+    dropped = {"ALCOVE_TEST_DATABASE_URL", netns.MARKER}
     env = {
         name: value
         for name, value in os.environ.items()
@@ -127,7 +127,8 @@ def run_inner(module: str, workdir: Path) -> InnerRun:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=RUN_TIMEOUT,
         )
     except subprocess.TimeoutExpired as exc:

@@ -100,8 +100,11 @@ def _boundary(code: int) -> dt.time:
     One integer per boundary, rather than ``one_of``, keeps generation cheap.
     """
     region, minute = divmod(code, 1440)
-    minute = (minute, minute % 300, 1200 + minute % 240)[region]
-    return dt.time(minute // 60, minute % 60)
+    return _at((minute, minute % 300, 1200 + minute % 240)[region])
+
+
+def _at(minute_of_day: int) -> dt.time:
+    return dt.time(minute_of_day // 60, minute_of_day % 60)
 
 
 boundary_codes = st.lists(st.integers(0, 3 * 1440 - 1), max_size=6)
@@ -113,40 +116,57 @@ def as_ranges(codes: list[int]) -> tuple[Range, ...]:
 
 
 @st.composite
-def instants_in_2026(draw: st.DrawFn, zone: ZoneInfo) -> dt.datetime:
-    changes = CHANGES[zone.key]
-    near_a_change = draw(st.booleans())
-    if changes and near_a_change:
-        before = dt.timedelta(minutes=draw(st.integers(0, 3 * 24 * 60)))
-        return draw(st.sampled_from(changes)) - before
-    return YEAR_START + dt.timedelta(minutes=draw(st.integers(0, 365 * 24 * 60)))
-
-
-@st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     zone = draw(st.sampled_from(ZONES))
     hours = WeeklyHours(zone, tuple(as_ranges(draw(boundary_codes)) for _ in range(7)))
-    now = draw(instants_in_2026(zone)) + dt.timedelta(
-        microseconds=draw(st.integers(0, 60_000_000 - 1))
-    )
+    # Half the time, start up to three days before one of the zone's changes, and
+    # often give the change's date long hours, so slots that span a change are common.
+    changes = CHANGES[zone.key]
+    near_a_change = draw(st.booleans())
+    if changes and near_a_change:
+        change = draw(st.sampled_from(changes))
+        now = change - dt.timedelta(minutes=draw(st.integers(0, 3 * 24 * 60)))
+    else:
+        change = None
+        now = YEAR_START + dt.timedelta(minutes=draw(st.integers(0, 365 * 24 * 60)))
+    now += dt.timedelta(microseconds=draw(st.integers(0, 60_000_000 - 1)))
     rules = SessionTypeRules(
         duration=dt.timedelta(minutes=draw(st.sampled_from([15, 30, 45, 50, 60, 90, 120, 7]))),
         buffer_after=dt.timedelta(minutes=draw(st.sampled_from([0, 5, 10, 15, 30]))),
-        min_notice=dt.timedelta(minutes=draw(st.integers(0, 48 * 60))),
-        horizon=dt.timedelta(minutes=draw(st.integers(0, 14 * 24 * 60))),
+        min_notice=dt.timedelta(
+            hours=draw(st.sampled_from([0, 0, 1, 4, 24, 48])), minutes=draw(st.integers(0, 59))
+        ),
+        horizon=dt.timedelta(
+            days=draw(st.sampled_from([0, 1, 3, 7, 10, 14])), minutes=draw(st.integers(0, 1439))
+        ),
         step=dt.timedelta(minutes=draw(st.sampled_from([5, 10, 15, 20, 30, 60, 25]))),
     )
     first_day = now.astimezone(zone).date()
     overrides: dict[dt.date, DateOverride] = {}
-    for _ in range(draw(st.integers(0, 4))):
+    if change is not None and draw(st.booleans()):
+        # Hours from the small hours to the evening, or to just around the change,
+        # where a slot ending at a fine wall time may have run outside the hours.
+        before = (change - dt.timedelta(hours=1)).astimezone(zone)
+        first = draw(st.integers(0, 119))
+        end_code = draw(st.integers(0, 389))
+        if end_code < 240:
+            last = 1200 + end_code
+        else:
+            last = min(1439, max(first + 1, before.hour * 60 + before.minute + end_code - 240))
+        overrides[before.date()] = DateOverride(
+            before.date(), draw(st.sampled_from(MODES[1:])), ((_at(first), _at(last)),)
+        )
+    for _ in range(draw(st.integers(0, 3))):
         day = first_day + dt.timedelta(days=draw(st.integers(-1, 15)))
         mode: OverrideMode = draw(st.sampled_from(MODES))
         ranges = as_ranges(draw(boundary_codes)) if mode != "off" else ()
         if ranges or mode == "off":
             overrides[day] = DateOverride(day, mode, ranges)
+    # Busy time on whole minutes, as slots are, so that they often touch exactly.
+    whole_minute = now.replace(second=0, microsecond=0)
     busy = []
     for _ in range(draw(st.integers(0, 10))):
-        start = now + dt.timedelta(minutes=draw(st.integers(-24 * 60, 16 * 24 * 60)))
+        start = whole_minute + dt.timedelta(minutes=draw(st.integers(-24 * 60, 16 * 24 * 60)))
         length = dt.timedelta(minutes=draw(st.integers(5, 180)))
         buffer = dt.timedelta(minutes=draw(st.sampled_from([0, 5, 10, 15, 30])))
         busy.append(Busy(start, start + length, buffer))
