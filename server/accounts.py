@@ -8,8 +8,16 @@ import zoneinfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.models import Therapist
+from server.models import SessionType, Therapist
 from server.passwords import check_strength, hash_password
+
+#: What every new therapist offers until they change it: (name, minutes, buffer, price text).
+DEFAULT_SESSION_TYPES: tuple[tuple[str, int, int, str], ...] = (
+    ("Free consultation", 15, 0, "Free"),
+    ("Individual session", 50, 10, ""),
+)
+DEFAULT_MIN_NOTICE_MINUTES = 24 * 60
+DEFAULT_HORIZON_DAYS = 60
 
 _EMAIL = re.compile(r"^[^@\s<>\"]{1,64}@[^@\s<>\"]{1,189}\.[^@\s<>\".]{2,63}$")
 
@@ -71,4 +79,31 @@ async def create_therapist(
     therapist.password_hash = hash_password(password)
     db.add(therapist)
     await db.flush()
+    await add_default_session_types(db, therapist.id)
     return therapist
+
+
+async def add_default_session_types(db: AsyncSession, therapist_id: int) -> list[SessionType]:
+    """Give a new therapist the public session types every practice starts with.
+
+    A free 15-minute consultation and a 50-minute individual session with 10 minutes kept
+    free after it; both bookable from 24 hours to 60 days ahead.
+    """
+    added = [
+        SessionType(
+            therapist_id=therapist_id,
+            name=name,
+            duration_minutes=minutes,
+            buffer_minutes=buffer,
+            price_text=price,
+            min_notice_minutes=DEFAULT_MIN_NOTICE_MINUTES,
+            horizon_days=DEFAULT_HORIZON_DAYS,
+            is_public=True,
+            is_active=True,
+            position=position,
+        )
+        for position, (name, minutes, buffer, price) in enumerate(DEFAULT_SESSION_TYPES)
+    ]
+    db.add_all(added)
+    await db.flush()
+    return added

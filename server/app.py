@@ -12,7 +12,20 @@ import jinja2
 from aiohttp import web
 from babel.dates import format_date, format_time
 
-from server import auth_views, call_views, calls, dashboard, health, i18n, join, ws
+from server import (
+    api,
+    auth_views,
+    booking_pages,
+    call_views,
+    calls,
+    dashboard,
+    health,
+    i18n,
+    join,
+    mailer,
+    therapist_pages,
+    ws,
+)
 from server.db import create_engine, sessionmaker, utcnow
 from server.keys import CLOCK, ENGINE, LANG, REQUEST_ID, SESSIONMAKER, SETTINGS, Clock
 from server.middleware import CATALOGS, request_context
@@ -73,12 +86,16 @@ def create_app(
     _setup_templates(app)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(calls.switchboard_ctx)
+    app.cleanup_ctx.append(mailer.mailer_ctx)
     health.setup(app)
     auth_views.setup(app)
     dashboard.setup(app)
     join.setup(app)
     call_views.setup(app)
     ws.setup(app)
+    api.setup(app)
+    booking_pages.setup(app)
+    therapist_pages.setup(app)
     app.router.add_static(
         "/static/", WEB_DIR / "static", name="static", follow_symlinks=False, append_version=True
     )

@@ -9,21 +9,20 @@ from aiohttp import web
 from sqlalchemy.orm import selectinload
 
 from server import sessions
+from server.calls import parse_record_id
 from server.keys import SESSIONMAKER
 from server.models import Appointment
-
-MAX_ID = 2**63 - 1
 
 
 @sessions.therapist_required
 async def call_page(request: web.Request) -> web.StreamResponse:
     me = sessions.signed_in(request)
-    raw = request.match_info["appointment_id"]
-    if not raw.isdigit() or int(raw) > MAX_ID:
+    appointment_id = parse_record_id(request.match_info["appointment_id"])
+    if appointment_id is None:
         raise web.HTTPNotFound()
     async with request.app[SESSIONMAKER]() as db:
         appointment = await db.get(
-            Appointment, int(raw), options=[selectinload(Appointment.client)]
+            Appointment, appointment_id, options=[selectinload(Appointment.client)]
         )
     if appointment is None or appointment.therapist_id != me.therapist.id:
         raise web.HTTPNotFound()

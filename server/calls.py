@@ -27,6 +27,7 @@ from signalling.fanout import LocalFanout
 from signalling.lobby import Watcher
 from signalling.messages import Hello, IceServer, Role
 from signalling.participants import Seat
+from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,24 @@ def appointment_ref(appointment_id: int) -> str:
     return f"a-{appointment_id}"
 
 
-def parse_appointment_ref(ref: str) -> int | None:
-    prefix, _, number = ref.partition("-")
-    if prefix != "a" or not number.isdigit() or len(number) > 18:
+#: Record ids are INTEGER columns: anything larger names no record (and PostgreSQL refuses it).
+MAX_RECORD_ID = 2**31 - 1
+
+
+def parse_record_id(number: str) -> int | None:
+    """``number`` as a record id, if it is one written the one way the server writes it."""
+    if not (number.isascii() and number.isdigit()) or len(number) > len(str(MAX_RECORD_ID)):
         return None
-    return int(number)
+    value = int(number)
+    if str(value) != number or not 0 < value <= MAX_RECORD_ID:
+        return None
+    return value
+
+
+def parse_appointment_ref(ref: str) -> int | None:
+    """The appointment id in ``ref``, if ``ref`` is exactly what ``appointment_ref`` makes."""
+    prefix, _, number = ref.partition("-")
+    return parse_record_id(number) if prefix == "a" else None
 
 
 def therapist_ref(therapist_id: int) -> str:
@@ -219,11 +233,33 @@ AUDIT_WRITER = web.AppKey("room_audit", AuditWriter)
 
 
 async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
-    switchboard = Switchboard(LocalFanout())
+    # The rooms read the app's clock, as the join window does: ``waitingSince`` and the
+    # "you are early" status must agree with the appointment times they are compared to.
+    switchboard = Switchboard(LocalFanout(), Registry(clock=app[CLOCK]))
     writer = AuditWriter(app)
     writer.start()
     switchboard.registry.add_event_listener(writer)
     app[SWITCHBOARD] = switchboard
     app[AUDIT_WRITER] = writer
+    pruner = asyncio.get_running_loop().create_task(_prune_forever(switchboard))
     yield
+    pruner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pruner
     await writer.stop()
+
+
+PRUNE_INTERVAL = 60.0
+
+
+async def _prune_forever(switchboard: Switchboard) -> None:
+    """Forget rooms nobody needs any more, so memory does not grow with every appointment.
+
+    Ended rooms go too; their appointments are completed in the database, which is what
+    refuses new sockets for them from then on.
+    """
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL)
+        gone = switchboard.registry.prune()
+        if gone:
+            log.info("pruned %d idle rooms", gone)

@@ -77,7 +77,19 @@ async def _demo(settings: Settings) -> int:
     print(f"  e-mail:    {state.email}")
     print(f"  password:  {state.password}")
     print(f"Demo client join link (appointment starting now):\n  {base}/join/{state.join_token}")
+    print(mail_destination(settings))
     return 0
+
+
+def mail_destination(settings: Settings) -> str:
+    """One line saying where e-mails to clients go."""
+    directory = settings.local_mail_dir
+    if directory is None:
+        return f"E-mails are sent through {settings.smtp_host}:{settings.smtp_port}"
+    return (
+        f"E-mails are not sent: each one is written to {directory}{os.sep} as an .eml file "
+        "(set ALCOVE_SMTP_HOST to send them)"
+    )
 
 
 def _serve(settings: Settings) -> int:
@@ -89,6 +101,7 @@ def _serve(settings: Settings) -> int:
     def announce(_line: str) -> None:
         print(f"Alcove is running at {base}/  (sign in at {base}/login)", flush=True)
         print(f"Health: {base}/healthz  Ready: {base}/readyz  Stop with Ctrl+C", flush=True)
+        print(mail_destination(settings), flush=True)
 
     web.run_app(
         app,

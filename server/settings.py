@@ -15,8 +15,15 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
+
+
+class SmtpTls(enum.StrEnum):
+    STARTTLS = "starttls"
+    TLS = "tls"
+    NONE = "none"
 
 
 class SettingsError(Exception):
@@ -67,6 +74,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("ALCOVE_ICE_URLS", "", "Comma-separated STUN/TURN URLs for WebRTC."),
     SettingSpec("ALCOVE_ALLOWED_ORIGINS", "", "Extra origins allowed to open the websocket."),
+    SettingSpec("ALCOVE_SMTP_HOST", "", "SMTP server for e-mail; empty writes .eml files instead."),
+    SettingSpec("ALCOVE_SMTP_PORT", "587", "SMTP server port."),
+    SettingSpec("ALCOVE_SMTP_TLS", "starttls", "`starttls`, `tls` or `none`."),
+    SettingSpec("ALCOVE_SMTP_USERNAME", "", "SMTP user name; empty means no sign-in."),
+    SettingSpec("ALCOVE_SMTP_PASSWORD", "", "SMTP password."),
+    SettingSpec("ALCOVE_MAIL_FROM", "Alcove <no-reply@localhost>", "Sender of every e-mail."),
+    SettingSpec("ALCOVE_REMINDER_HOURS", "24,1", "Hours before a session to send reminders."),
+    SettingSpec("ALCOVE_OUTBOX_POLL_SECONDS", "10", "How often the e-mail worker looks for mail."),
 )
 
 _KNOWN = {spec.env for spec in SETTINGS}
@@ -93,6 +108,19 @@ class Settings:
     join_grace_minutes: int = 30
     ice_urls: tuple[str, ...] = ()
     extra_origins: frozenset[str] = frozenset()
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_tls: SmtpTls = SmtpTls.STARTTLS
+    smtp_username: str = ""
+    smtp_password: str = dataclasses.field(default="", repr=False)
+    mail_from: str = "Alcove <no-reply@localhost>"
+    reminder_hours: tuple[int, ...] = (24, 1)
+    outbox_poll_seconds: int = 10
+
+    @property
+    def local_mail_dir(self) -> Path | None:
+        """Where e-mails are written when no SMTP server is set; ``None`` when one is."""
+        return None if self.smtp_host else self.data_dir / "outbox"
 
     @property
     def allowed_origins(self) -> frozenset[str]:
@@ -199,6 +227,45 @@ def _origins(raw: str) -> frozenset[str]:
     return frozenset(origins)
 
 
+def _smtp_tls(raw: str) -> SmtpTls:
+    try:
+        return SmtpTls(raw.lower())
+    except ValueError:
+        raise SettingsError(
+            f"ALCOVE_SMTP_TLS must be 'starttls', 'tls' or 'none', not {raw!r}"
+        ) from None
+
+
+def _mail_from(raw: str) -> str:
+    _name, address = parseaddr(raw)
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or any(c in raw for c in "\r\n"):
+        raise SettingsError(
+            f"ALCOVE_MAIL_FROM must be an address like 'Alcove <no-reply@example.org>', not {raw!r}"
+        )
+    return raw
+
+
+def _reminder_hours(raw: str) -> tuple[int, ...]:
+    """Distinct whole hours from 1 to 168, largest first; ``none`` turns reminders off."""
+    if raw.strip().lower() == "none":
+        return ()
+    hours: set[int] = set()
+    for part in raw.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise SettingsError(
+                f"ALCOVE_REMINDER_HOURS must be comma-separated whole hours, not {raw!r}"
+            ) from None
+        if not 1 <= value <= 168:
+            raise SettingsError(f"ALCOVE_REMINDER_HOURS: {value} is not between 1 and 168")
+        hours.add(value)
+    if len(hours) > 4:
+        raise SettingsError("ALCOVE_REMINDER_HOURS: at most 4 reminders")
+    return tuple(sorted(hours, reverse=True))
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")
 ) -> Settings:
@@ -248,6 +315,11 @@ def load_settings(
         p.strip() for p in _str(env, "ALCOVE_TRUSTED_PROXIES").split(",") if p.strip()
     )
 
+    smtp_username = _str(env, "ALCOVE_SMTP_USERNAME")
+    smtp_password = _str(env, "ALCOVE_SMTP_PASSWORD")
+    if bool(smtp_username) != bool(smtp_password):
+        raise SettingsError("ALCOVE_SMTP_USERNAME and ALCOVE_SMTP_PASSWORD go together")
+
     unknown = sorted(
         k
         for k in env
@@ -274,4 +346,12 @@ def load_settings(
         join_grace_minutes=_int(env, "ALCOVE_JOIN_GRACE_MINUTES", 0, 24 * 60),
         ice_urls=_ice_urls(_str(env, "ALCOVE_ICE_URLS")),
         extra_origins=_origins(_str(env, "ALCOVE_ALLOWED_ORIGINS")),
+        smtp_host=_str(env, "ALCOVE_SMTP_HOST").strip(),
+        smtp_port=_int(env, "ALCOVE_SMTP_PORT", 1, 65535),
+        smtp_tls=_smtp_tls(_str(env, "ALCOVE_SMTP_TLS")),
+        smtp_username=smtp_username,
+        smtp_password=smtp_password,
+        mail_from=_mail_from(_str(env, "ALCOVE_MAIL_FROM")),
+        reminder_hours=_reminder_hours(_str(env, "ALCOVE_REMINDER_HOURS")),
+        outbox_poll_seconds=_int(env, "ALCOVE_OUTBOX_POLL_SECONDS", 1, 3600),
     )

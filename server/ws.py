@@ -117,9 +117,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     identity = await identify(request)
     if identity is None:
         raise web.HTTPUnauthorized()
-    # aiohttp refuses a frame of ``max_msg_size`` bytes or more (some versions: more than
-    # it), but a frame of exactly MAX_FRAME_BYTES is allowed; one byte over that limit is
-    # refused with 1009 by aiohttp, or else by the protocol parser (``too-large``).
+    # A frame of exactly MAX_FRAME_BYTES is allowed, but aiohttp (3.14) refuses one of
+    # ``max_msg_size`` bytes or more: hence the + 1.  A larger frame is closed with 1009 by
+    # aiohttp, or, should aiohttp let it through, by the protocol parser (``too-large``).
     ws = web.WebSocketResponse(
         compress=False, max_msg_size=MAX_FRAME_BYTES + 1, autoping=True, heartbeat=None
     )

@@ -6,11 +6,14 @@ PostgreSQL, every test gets its own freshly created database on that server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +119,97 @@ async def database_url(tmp_path: Path) -> AsyncIterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'alcove.db'}"
 
 
-@pytest.fixture
-async def migrated_url(database_url: str) -> str:
-    engine = create_engine(database_url)
+async def migrate(url: str) -> None:
+    engine = create_engine(url)
     try:
         await upgrade(engine)
     finally:
         await engine.dispose()
-    return database_url
+
+
+class MigratedTemplates:
+    """One database per kind, migrated once per test process, that tests get copies of.
+
+    Migrating takes longer than most tests; copying is cheap: SQLite's backup API, and
+    PostgreSQL's ``CREATE DATABASE … TEMPLATE``.  The migrations themselves are tested
+    step by step in ``tests/server/test_migrate.py``.
+    """
+
+    def __init__(self) -> None:
+        self.sqlite: Path | None = None
+        self.postgres: str | None = None
+
+    async def sqlite_copy(self, target_url: str, scratch: Path) -> None:
+        if self.sqlite is None:
+            template = scratch / f"migrated-{os.getpid()}.db"
+            await migrate(f"sqlite+aiosqlite:///{template}")
+            self.sqlite = template
+        target = make_url(target_url).database
+        assert target is not None
+        with (
+            contextlib.closing(sqlite3.connect(self.sqlite)) as source,
+            contextlib.closing(sqlite3.connect(target)) as copy,
+        ):
+            source.backup(copy)
+
+    async def postgres_copy(self, server_url: str) -> str:
+        conn = await _pg_admin(server_url)
+        try:
+            if self.postgres is None:
+                name = f"alcove_template_{secrets.token_hex(6)}"
+                await conn.execute(f'CREATE DATABASE "{name}"')
+                self.postgres = name
+                await migrate(_database(server_url, name))
+            copy = f"alcove_t_{secrets.token_hex(6)}"
+            await conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{self.postgres}"')
+        finally:
+            await conn.close()
+        return copy
+
+    def drop(self, server_url: str) -> None:
+        if self.postgres is None:
+            return
+        name, self.postgres = self.postgres, None
+
+        async def drop() -> None:
+            conn = await _pg_admin(server_url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+def _database(server_url: str, name: str) -> str:
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    templates = MigratedTemplates()
+    yield templates
+    if is_postgres(TEST_DATABASE_URL):
+        templates.drop(TEST_DATABASE_URL)
+
+
+@pytest.fixture
+async def migrated_url(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    migrated_templates: MigratedTemplates,
+) -> AsyncIterator[str]:
+    """A database of the kind under test at the latest schema, used by this test alone."""
+    if is_postgres(TEST_DATABASE_URL):
+        databases = PostgresDatabases(TEST_DATABASE_URL)
+        name = await migrated_templates.postgres_copy(TEST_DATABASE_URL)
+        databases.created.append(name)
+        yield _database(TEST_DATABASE_URL, name)
+        await databases.drop_all()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'alcove.db'}"
+        await migrated_templates.sqlite_copy(url, tmp_path_factory.getbasetemp())
+        yield url
 
 
 def make_settings(database_url: str, data_dir: Path, **env: str) -> Settings:

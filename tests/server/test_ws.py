@@ -14,24 +14,24 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server import sessions
 from server.app import create_app
 from server.calls import AUDIT_WRITER
 from server.join import PARTICIPANT_COOKIE
+from server.keys import SESSIONMAKER
 from server.models import Appointment, Therapist
-from server.sessions import SESSION_COOKIE
 from server.tokens import new_token
 from tests.conftest import FakeClock, LiveServer, free_port, make_settings
-from tests.support.arrange import make_appointment, make_therapist
+from tests.support.arrange import make_appointment
 from tests.support.signalling_client import (
     Json,
     SignallingClient,
     client_session,
-    sign_in_session,
 )
 
-PASSWORD = "a long enough password"
 MAX_FRAME_BYTES = 64 * 1024
 _pings = itertools.count(1)
 
@@ -59,9 +59,13 @@ class Cast:
         return session
 
     async def therapist_http(self, email: str) -> aiohttp.ClientSession:
-        session = await sign_in_session(self.url, email, PASSWORD)
-        self._http.append(session)
-        return session
+        """An HTTP session signed in as the therapist: the session the sign-in form starts
+        (without the form, whose password check is slow by design)."""
+        async with self.live.app[SESSIONMAKER]() as db, db.begin():
+            therapist = await db.scalar(select(Therapist).where(Therapist.email == email))
+            assert therapist is not None, email
+            cookie = await sessions.start(db, therapist, self.clock())
+        return self.http({sessions.SESSION_COOKIE: cookie})
 
     async def client_http(self, token: str) -> aiohttp.ClientSession:
         session = await client_session(self.url, token)
@@ -82,7 +86,9 @@ class Cast:
         await socket.hello(**hello)
         return socket
 
-    async def therapist(self, email: str, appointment: Appointment | None = None) -> SignallingClient:
+    async def therapist(
+        self, email: str, appointment: Appointment | None = None
+    ) -> SignallingClient:
         """A signed-in therapist's call page for ``appointment``, or their dashboard's lobby
         socket without one (``welcome`` taken)."""
         socket = await self.connect(await self.therapist_http(email))
@@ -136,15 +142,23 @@ async def therapist_with(
     starts_in: dt.timedelta = dt.timedelta(0),
     welcome: str = "",
 ) -> tuple[Therapist, list[tuple[Appointment, str]]]:
-    """A therapist and one appointment (with its join token) per client name."""
-    therapist = await make_therapist(
-        db, email=email, password=PASSWORD, name=f"Therapist {email}", welcome=welcome
-    )
+    """A therapist and, per client name, an appointment with its join token.  The first
+    starts ``starts_in`` from now and each next one an hour before: they do not overlap, and
+    all their join links are open now."""
+    async with db() as session, session.begin():
+        therapist = Therapist(
+            email=email,
+            display_name=f"Therapist {email}",
+            timezone="Europe/London",
+            password_hash="",  # no password: ``Cast.therapist_http`` signs them in
+            welcome_text=welcome,
+        )
+        session.add(therapist)
     appointments = [
         await make_appointment(
             db,
             therapist.id,
-            starts_at=clock.now + starts_in + dt.timedelta(minutes=10 * number),
+            starts_at=clock.now + starts_in - dt.timedelta(hours=number),
             client_name=name,
             client_email=f"client{number}.{email}",
         )
@@ -161,7 +175,7 @@ async def round_trip(*sockets: SignallingClient) -> None:
         assert (await socket.expect("pong"))["ts"] == ts
 
 
-def types(socket: SignallingClient) -> list[str]:
+def kinds(socket: SignallingClient) -> list[str]:
     """The types of everything the socket received, but the liveness chatter."""
     return [m["type"] for m in socket.received if m["type"] not in ("ping", "pong")]
 
@@ -201,7 +215,7 @@ async def test_a_handshake_from_a_foreign_origin_or_none_is_refused_with_403(
 
 @pytest.mark.parametrize(
     "cookies",
-    [{}, {PARTICIPANT_COOKIE: new_token()}, {SESSION_COOKIE: new_token()}],
+    [{}, {PARTICIPANT_COOKIE: new_token()}, {sessions.SESSION_COOKIE: new_token()}],
     ids=["no-cookie", "forged-participant-cookie", "forged-session-cookie"],
 )
 async def test_a_handshake_without_a_valid_cookie_is_refused_with_401(
@@ -232,7 +246,7 @@ async def test_a_client_cookie_is_seated_only_in_its_own_appointment_and_may_not
             ("error", "forbidden", "h")
         ]
     await round_trip(seated)  # the seated socket was neither replaced nor moved
-    assert types(seated) == ["welcome", "waiting"]
+    assert kinds(seated) == ["welcome", "waiting"]
 
 
 async def test_a_client_of_another_appointment_receives_nothing_of_this_room(
@@ -259,7 +273,7 @@ async def test_a_client_of_another_appointment_receives_nothing_of_this_room(
     await insider.wait_closed()
 
     await round_trip(outsider)
-    assert types(outsider) == ["welcome", "waiting"]
+    assert kinds(outsider) == ["welcome", "waiting"]
     assert outsider.received[0]["appointment"] != ref(room)
     seen = json.dumps(outsider.received)
     assert ref(room) not in seen

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import accounts
-from server.models import Appointment, AppointmentStatus, Client, JoinToken, Therapist
+from server.models import (
+    Appointment,
+    AppointmentStatus,
+    Client,
+    JoinToken,
+    SessionType,
+    Therapist,
+    WeeklyHours,
+)
 from server.tokens import new_token, token_hash
 
 
@@ -62,3 +73,84 @@ async def make_appointment(
             )
         )
     return appointment, token
+
+
+#: Monday to Friday, 09:00-17:00 on the therapist's clock.
+OFFICE_HOURS: dict[int, list[tuple[dt.time, dt.time]]] = {
+    weekday: [(dt.time(9), dt.time(17))] for weekday in range(5)
+}
+
+
+@dataclass(frozen=True)
+class Bookable:
+    """A therapist with a public page, weekly hours and the default session types."""
+
+    therapist: Therapist
+    consultation: SessionType  # 15 min, no buffer
+    individual: SessionType  # 50 min, 10 min buffer
+
+    @property
+    def id(self) -> int:
+        return self.therapist.id
+
+    @property
+    def slug(self) -> str:
+        assert self.therapist.slug is not None
+        return self.therapist.slug
+
+
+async def make_bookable_therapist(
+    db: async_sessionmaker[AsyncSession],
+    *,
+    slug: str = "sam-rivera",
+    email: str = "sam.rivera@example.com",
+    name: str = "Sam Rivera",
+    timezone: str = "America/New_York",
+    hours: Mapping[int, Sequence[tuple[dt.time, dt.time]]] | None = None,
+    contact_text: str = "Call the practice on +1 555 0100.",
+    reschedule_cutoff_hours: int = 24,
+    keep_join_link_on_reschedule: bool = False,
+) -> Bookable:
+    """A therapist who takes bookings at ``/book/<slug>`` (no password: nobody signs in)."""
+    async with db() as session, session.begin():
+        therapist = Therapist(
+            email=email,
+            display_name=name,
+            timezone=timezone,
+            password_hash="",
+            slug=slug,
+            contact_text=contact_text,
+            reschedule_cutoff_hours=reschedule_cutoff_hours,
+            keep_join_link_on_reschedule=keep_join_link_on_reschedule,
+        )
+        session.add(therapist)
+        await session.flush()
+        consultation, individual = await accounts.add_default_session_types(session, therapist.id)
+        for weekday, ranges in (OFFICE_HOURS if hours is None else hours).items():
+            for start, end in ranges:
+                session.add(
+                    WeeklyHours(
+                        therapist_id=therapist.id, weekday=weekday, start_time=start, end_time=end
+                    )
+                )
+    return Bookable(therapist, consultation, individual)
+
+
+async def make_client(
+    db: async_sessionmaker[AsyncSession],
+    therapist_id: int,
+    *,
+    name: str = "Alex Morgan",
+    email: str = "alex.morgan@example.com",
+) -> Client:
+    async with db() as session, session.begin():
+        client = Client(therapist_id=therapist_id, name=name, email=email)
+        session.add(client)
+    return client
+
+
+def local(
+    zone: str, year: int, month: int, day: int, hour: int = 0, minute: int = 0
+) -> dt.datetime:
+    """An aware wall-clock time in ``zone``: ``local("America/New_York", 2026, 3, 4, 10)``."""
+    return dt.datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(zone))

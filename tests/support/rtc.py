@@ -15,8 +15,8 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
 from av import VideoFrame
 
 from tests.support.signalling_client import Json, SignallingClient

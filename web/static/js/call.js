@@ -19,6 +19,10 @@
 
 /** How long "disconnected" may last before an ICE restart is tried. */
 const DISCONNECTED_GRACE_MS = 4000;
+/** The polite side waits this long for the impolite side's first offer before offering itself. */
+const POLITE_OFFER_WAIT_MS = 3000;
+/** A call that has not connected after this long gets an ICE restart (from the impolite side). */
+const CONNECT_WATCHDOG_MS = 10_000;
 
 /**
  * An RTCIceCandidate as the protocol carries it (exactly these fields).
@@ -66,8 +70,14 @@ export class Call extends EventTarget {
   #localStream;
   /** @type {MediaStream | null} */
   #remoteStream = null;
-  /** @type {Record<"audio" | "video", RTCRtpSender | null>} */
-  #senders = { audio: null, video: null };
+  /** The transceiver carrying each kind, once there is one. @type {Record<"audio" | "video", RTCRtpTransceiver | null>} */
+  #transceivers = { audio: null, video: null };
+  /** Whether the local tracks have been handed to the peer connection. */
+  #attached = false;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #attachTimer;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #watchdogTimer;
   /** @type {CallState} */
   #state = "connecting";
   #everConnected = false;
@@ -156,8 +166,31 @@ export class Call extends EventTarget {
     this.#subscribe("answer", (message) => this.#onDescription({ type: "answer", sdp: /** @type {AnswerMessage} */ (message).sdp }));
     this.#subscribe("candidate", (message) => this.#onCandidate(/** @type {CandidateMessage} */ (message).candidate));
 
-    this.setLocalStream(this.#localStream);
+    // Avoid an offer collision on every call set-up (perfect negotiation survives one, but
+    // browsers are fragile when a rollback lands mid-gathering): the impolite side offers
+    // first, with a transceiver for each kind even when it has no such device; the polite
+    // side adds its tracks when that offer arrives, so they go into its answer. If no offer
+    // comes, the polite side offers itself.
+    if (this.#polite) {
+      this.#attachTimer = setTimeout(() => this.#attach(), POLITE_OFFER_WAIT_MS);
+    } else {
+      this.#attach();
+      for (const kind of /** @type {Array<"audio" | "video">} */ (["audio", "video"])) {
+        if (!this.#transceivers[kind]) this.#transceivers[kind] = pc.addTransceiver(kind, { direction: "recvonly" });
+      }
+    }
+    this.#watchdogTimer = setTimeout(() => {
+      if (this.#pc === pc && !this.#everConnected) this.#restartIce();
+    }, CONNECT_WATCHDOG_MS);
     this.#setState("connecting");
+  }
+
+  /** Hand the local tracks to the peer connection (once). */
+  #attach() {
+    clearTimeout(this.#attachTimer);
+    if (this.#attached || !this.#pc) return;
+    this.#attached = true;
+    this.setLocalStream(this.#localStream);
   }
 
   /**
@@ -168,14 +201,25 @@ export class Call extends EventTarget {
   setLocalStream(stream) {
     this.#localStream = stream;
     const pc = this.#pc;
-    if (!pc) return;
+    if (!pc || !this.#attached) return;
     for (const kind of /** @type {Array<"audio" | "video">} */ (["audio", "video"])) {
       const track = stream ? stream.getTracks().find((t) => t.kind === kind && t.readyState === "live") || null : null;
-      const sender = this.#senders[kind];
-      if (sender) {
-        if (sender.track !== track) sender.replaceTrack(track).catch((error) => this.#problem(error));
+      const transceiver = this.#transceivers[kind];
+      if (transceiver) {
+        // Another device of the same kind, or one that came back: swap the track.
+        if (transceiver.sender.track !== track) {
+          transceiver.sender.replaceTrack(track).catch((error) => this.#problem(error));
+        }
+        // A transceiver that was only receiving starts sending: that renegotiates.
+        if (track && (transceiver.direction === "recvonly" || transceiver.direction === "inactive")) {
+          transceiver.direction = transceiver.direction === "recvonly" ? "sendrecv" : "sendonly";
+          if (stream && typeof transceiver.sender.setStreams === "function") transceiver.sender.setStreams(stream);
+        }
       } else if (track && stream) {
-        this.#senders[kind] = pc.addTrack(track, stream);
+        // addTrack reuses a transceiver of this kind that has never sent (one the other
+        // side's offer created, or our own recvonly one), else adds one.
+        const sender = pc.addTrack(track, stream);
+        this.#transceivers[kind] = pc.getTransceivers().find((t) => t.sender === sender) || null;
       }
     }
   }
@@ -207,6 +251,8 @@ export class Call extends EventTarget {
   /** Close the peer connection; the local devices stay open (they belong to the page). */
   close() {
     clearTimeout(this.#disconnectedTimer);
+    clearTimeout(this.#attachTimer);
+    clearTimeout(this.#watchdogTimer);
     for (const [type, listener] of this.#subscriptions) {
       this.#connection.removeEventListener(type, listener);
     }
@@ -215,7 +261,8 @@ export class Call extends EventTarget {
       this.#pc.close();
       this.#pc = null;
     }
-    this.#senders = { audio: null, video: null };
+    this.#transceivers = { audio: null, video: null };
+    this.#attached = false;
     if (this.#remoteVideo.srcObject === this.#remoteStream) this.#remoteVideo.srcObject = null;
     this.#remoteStream = null;
     this.#setState("closed");
@@ -272,6 +319,8 @@ export class Call extends EventTarget {
         this.#isSettingRemoteAnswerPending = false;
       }
       if (description.type === "offer") {
+        // Polite side, first offer: our tracks go into this answer.
+        if (!this.#attached) this.#attach();
         await this.#setLocalDescription(pc);
         if (pc.localDescription) this.#connection.send({ type: "answer", sdp: pc.localDescription.sdp });
       }
@@ -297,9 +346,11 @@ export class Call extends EventTarget {
     }
   }
 
+  /** ICE restarts come from the impolite side only, so they never collide. */
   #restartIce() {
     const pc = this.#pc;
-    if (pc && typeof pc.restartIce === "function") pc.restartIce(); // fires negotiationneeded
+    if (this.#polite || !pc || pc.signalingState === "closed") return;
+    if (typeof pc.restartIce === "function") pc.restartIce(); // fires negotiationneeded
   }
 
   #updateState() {
@@ -319,7 +370,7 @@ export class Call extends EventTarget {
       case "disconnected":
         this.#setState("reconnecting");
         this.#disconnectedTimer = setTimeout(() => {
-          if (this.#pc === pc && pc.connectionState === "disconnected") this.#restartIce();
+          if (this.#pc === pc && this.#state === "reconnecting") this.#restartIce();
         }, DISCONNECTED_GRACE_MS);
         break;
       case "failed":

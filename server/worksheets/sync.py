@@ -1,0 +1,257 @@
+"""The Yjs sync protocol (y-protocols/sync) for one shared worksheet, without any I/O.
+
+A message is ``varuint(0 = sync) · varuint(step) · varbytes(payload)``, where the step is
+0 (sync step 1: the sender's state vector), 1 (sync step 2: the update the other side is
+missing) or 2 (an update). Messages are built with pycrdt's helpers; incoming ones are
+decoded here, strictly, since pycrdt's decoder trusts its input.
+
+`SharedWorksheet` holds the authoritative document. Every incoming update is first applied
+to a *candidate* copy and checked with `check_limits`; only an update that passes reaches
+the authoritative document, so a refused update leaves it exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import (
+    Doc,
+    Subscription,
+    TransactionEvent,
+    YMessageType,
+    YSyncMessageType,
+    create_sync_message,
+    create_update_message,
+    get_update,
+    merge_updates,
+    write_message,
+)
+
+from server.worksheets.document import DOCUMENT_LIMIT, LimitError, check_limits
+from server.worksheets.templates import Template
+
+EMPTY_UPDATE = b"\x00\x00"
+"""A Yjs update with no structs and no deletions."""
+
+_MAX_VARUINT_BITS = 53  # as lib0: larger numbers are not safe integers in JavaScript
+
+
+class SyncError(ValueError):
+    """A message that is not a well-formed Yjs sync message, or an undecodable payload."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to do after `SharedWorksheet.receive`.
+
+    `reply` goes back to the sender; `broadcast` goes to every other participant.
+    """
+
+    reply: bytes | None = None
+    broadcast: bytes | None = None
+
+
+@dataclass(frozen=True)
+class SyncMessage:
+    step: YSyncMessageType
+    payload: bytes
+
+
+def sync_step1_message(state: bytes) -> bytes:
+    """A sync step 1 message carrying a state vector."""
+    return _message(YSyncMessageType.SYNC_STEP1, state)
+
+
+def sync_step2_message(update: bytes) -> bytes:
+    """A sync step 2 message carrying an update."""
+    return _message(YSyncMessageType.SYNC_STEP2, update)
+
+
+def update_message(update: bytes) -> bytes:
+    """An update message, e.g. to relay a change made on the server to the participants."""
+    return create_update_message(update)
+
+
+def _message(step: YSyncMessageType, payload: bytes) -> bytes:
+    return bytes([YMessageType.SYNC, step]) + write_message(payload)
+
+
+def decode_message(message: bytes) -> SyncMessage:
+    """Decode one sync message; `SyncError` for anything else (including awareness)."""
+    reader = _Reader(message)
+    kind = reader.var_uint("message type")
+    if kind == YMessageType.AWARENESS:
+        raise SyncError("awareness messages are not supported")
+    if kind != YMessageType.SYNC:
+        raise SyncError(f"unknown message type {kind}")
+    step = reader.var_uint("sync message type")
+    if step not in tuple(YSyncMessageType):
+        raise SyncError(f"unknown sync message type {step}")
+    payload = reader.var_bytes("payload")
+    if reader.remaining:
+        raise SyncError(f"{reader.remaining} bytes after the end of the message")
+    return SyncMessage(YSyncMessageType(step), payload)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise SyncError(f"a message must be bytes, got {type(data).__name__}")
+        self.data = bytes(data)
+        self.offset = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.offset
+
+    def var_uint(self, what: str) -> int:
+        value = 0
+        shift = 0
+        while True:
+            if self.offset >= len(self.data):
+                raise SyncError(f"the message ends inside the {what}")
+            byte = self.data[self.offset]
+            self.offset += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+            if shift >= _MAX_VARUINT_BITS:
+                raise SyncError(f"the {what} is too large")
+        if value >= 1 << _MAX_VARUINT_BITS:
+            raise SyncError(f"the {what} is too large")
+        return value
+
+    def var_bytes(self, what: str) -> bytes:
+        length = self.var_uint(f"length of the {what}")
+        if length > self.remaining:
+            raise SyncError(
+                f"the {what} should be {length} bytes long, but only {self.remaining} follow"
+            )
+        start = self.offset
+        self.offset += length
+        return self.data[start : self.offset]
+
+
+class SharedWorksheet:
+    """The server's side of the Yjs sync protocol for one worksheet document.
+
+    `doc` is the authoritative document (from `new_document` or `load`). The caller sends
+    `sync_step1()` to each participant that subscribes and passes every message it receives
+    to `receive`. `dirty` is set by every change (call `mark_clean` after saving), and
+    `on_change`, if given, is called with each change's update: both are for debouncing
+    persistence. `on_change` must not raise.
+
+    Raises `LimitError` if `doc` does not fit `template` to begin with.
+    """
+
+    def __init__(
+        self,
+        template: Template,
+        doc: Doc[Any],
+        *,
+        on_change: Callable[[bytes], None] | None = None,
+        limit: int = DOCUMENT_LIMIT,
+    ) -> None:
+        check_limits(template, doc, limit=limit)
+        self.template = template
+        self.doc = doc
+        self.limit = limit
+        self.dirty = False
+        self._on_change = on_change
+        self._candidate: Doc[Any] | None = None
+        self._receiving = False
+        self._received: list[bytes] = []
+        self._subscription: Subscription | None = doc.observe(self._observe)
+
+    def close(self) -> None:
+        """Stop observing the document."""
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
+
+    def mark_clean(self) -> None:
+        """Say that the current state has been stored."""
+        self.dirty = False
+
+    def sync_step1(self) -> bytes:
+        """The sync step 1 message (the server's state vector) to send on subscribe."""
+        return create_sync_message(self.doc)
+
+    def receive(self, message: bytes) -> Reply:
+        """Handle one message from a participant.
+
+        Sync step 1 is answered with sync step 2. Sync step 2 and updates are checked and
+        applied; `broadcast` is then the update message to relay (None if nothing changed).
+        An update that needs changes the server has not seen yet is not applied: the reply
+        is the server's sync step 1, so that the participant sends everything missing.
+
+        Raises `SyncError` for a malformed message or payload, and `LimitError` for an
+        update that would break a limit of the template; the document is then unchanged.
+        """
+        decoded = decode_message(message)
+        if decoded.step == YSyncMessageType.SYNC_STEP1:
+            try:
+                missing = self.doc.get_update(decoded.payload)
+            except Exception as error:
+                raise SyncError(f"not a valid state vector: {error}") from None
+            return Reply(reply=sync_step2_message(missing))
+        return self._apply(decoded.payload)
+
+    def _apply(self, update: bytes) -> Reply:
+        if update == EMPTY_UPDATE:
+            return Reply()
+        if len(update) > self.limit:
+            raise LimitError(
+                "document",
+                f"an update of {len(update)} bytes is more than the limit of {self.limit} bytes",
+            )
+        candidate = self._take_candidate()
+        try:
+            candidate.apply_update(update)
+            leftover = get_update(update, candidate.get_state())
+        except Exception as error:
+            raise SyncError(f"not a valid update: {error}") from None
+        if leftover[:1] != b"\x00":
+            # Some of it depends on changes the server has not seen: Yjs would keep it
+            # pending, invisible and unsaved. Ask for everything missing instead.
+            return Reply(reply=self.sync_step1())
+        check_limits(self.template, candidate, limit=self.limit)
+        self._receiving = True
+        try:
+            self.doc.apply_update(update)
+        except Exception as error:  # pragma: no cover - the candidate took the same update
+            raise SyncError(f"not a valid update: {error}") from None
+        finally:
+            self._receiving = False
+            changes, self._received = self._received, []
+        self._candidate = candidate
+        if not changes:
+            return Reply()
+        change = changes[0] if len(changes) == 1 else merge_updates(*changes)
+        if self._on_change is not None:
+            self._on_change(change)
+        return Reply(broadcast=update_message(change))
+
+    def _take_candidate(self) -> Doc[Any]:
+        """A copy of the authoritative document that an update may be tried on.
+
+        The copy is kept in step with each accepted update; after a refused update, or a
+        change made directly on `doc`, it is made anew.
+        """
+        candidate, self._candidate = self._candidate, None
+        if candidate is None:
+            candidate = Doc()
+            candidate.apply_update(self.doc.get_update())
+        return candidate
+
+    def _observe(self, event: TransactionEvent) -> None:
+        self.dirty = True
+        if self._receiving:
+            self._received.append(event.update)
+            return
+        self._candidate = None
+        if self._on_change is not None:
+            self._on_change(event.update)
