@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 SOURCES := server signalling tests
 
 .PHONY: run test lint bench assets setup setup-dev node-deps messages clean
@@ -57,6 +57,7 @@ lint: setup-dev
 
 bench: setup-dev
 	$(BIN)/python -m bench.join --runs 50
+	$(BIN)/python -m bench.booking --runs 50 --bookings 300
 
 # Refresh the message catalogs after adding or changing user-facing strings.
 messages: setup-dev

@@ -50,9 +50,18 @@ def machine() -> str:
     )
 
 
+async def migrate_database(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
 @contextlib.asynccontextmanager
 async def running_app(**env: str) -> AsyncIterator[Settings]:
-    """The app on 127.0.0.1 with a fresh, migrated SQLite database in a temp dir."""
+    """The app on 127.0.0.1 with a fresh, migrated database (SQLite in a temp dir unless
+    ``ALCOVE_DATABASE_URL`` names another, empty one)."""
     with tempfile.TemporaryDirectory(prefix="alcove-bench-") as tmp:
         port = free_port()
         values = {
@@ -64,9 +73,7 @@ async def running_app(**env: str) -> AsyncIterator[Settings]:
         }
         values.update(env)
         settings = load_settings(values, env_file=None)
-        engine = create_engine(settings.database_url)
-        await upgrade(engine)
-        await engine.dispose()
+        await migrate_database(settings.database_url)
         server = TestServer(create_app(settings), host="127.0.0.1", port=port)
         await server.start_server()
         try:

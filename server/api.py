@@ -53,10 +53,11 @@ BOOKING_FIELDS = frozenset(
     }
 )
 _INSTANT = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})",
+    re.IGNORECASE | re.ASCII,
 )
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_ID = re.compile(r"^[0-9]{1,10}$")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_ID = re.compile(r"[0-9]{1,10}")
 
 
 def setup(app: web.Application) -> None:
@@ -268,7 +269,7 @@ def _instant_field(
 ) -> dt.datetime | None:
     value = body.get(field)
     message = "must be a date and time with an offset, e.g. 2026-03-04T15:00:00Z"
-    if not isinstance(value, str) or not _INSTANT.match(value):
+    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
         errors.append(FieldError(field, message))
         return None
     try:
@@ -279,7 +280,7 @@ def _instant_field(
 
 
 def _query_id(value: str | None, field: str, errors: list[FieldError]) -> int | None:
-    if value is None or not _ID.match(value) or not 1 <= int(value) <= MAX_ID:
+    if value is None or not _ID.fullmatch(value) or not 1 <= int(value) <= MAX_ID:
         errors.append(FieldError(field, f"must be a whole number from 1 to {MAX_ID}"))
         return None
     return int(value)
@@ -289,7 +290,7 @@ def _query_date(value: str | None, field: str, errors: list[FieldError]) -> dt.d
     if value is None:
         return None
     try:
-        if _DATE.match(value):
+        if _DATE.fullmatch(value):
             return dt.date.fromisoformat(value)
     except ValueError:
         pass

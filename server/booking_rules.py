@@ -28,7 +28,7 @@ from server.availability import Slot
 NAME_MAX = 200
 PHONE_MAX = 40
 NOTE_MAX = 2000
-_PHONE = re.compile(r"^[0-9 +()\-]+$")
+_PHONE = re.compile(r"[0-9 +()\-]+")
 # C0 controls and DEL; a note may keep its line breaks and tabs.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -165,7 +165,7 @@ class ClientDetails:
             object.__setattr__(self, "phone", phone)
             if phone is not None and (
                 len(phone) > PHONE_MAX
-                or not _PHONE.match(phone)
+                or not _PHONE.fullmatch(phone)
                 or not any(map(str.isdigit, phone))
             ):
                 errors.append(

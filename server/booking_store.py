@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
@@ -40,6 +41,8 @@ from server.slots import merged
 
 OVERLAP_CONSTRAINT = "appointments_no_overlap"
 SLUG_MAX = 64
+#: What a slug may contain, generously: URL-safe ASCII (the settings page is stricter).
+_SLUG = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 #: The longest buffer a session type may have (see ``SessionType``): how far back to look.
 MAX_BUFFER = dt.timedelta(minutes=240)
 _LIVE = Appointment.status != AppointmentStatus.CANCELLED.value
@@ -91,11 +94,15 @@ def is_overlap_violation(exc: IntegrityError) -> bool:
 
 
 async def public_therapist(db: AsyncSession, slug: str) -> Therapist | None:
-    """The active therapist whose public booking page is ``/book/<slug>``."""
-    if not slug or len(slug) > SLUG_MAX:
+    """The active therapist whose public booking page is ``/book/<slug>`` (in any case).
+
+    Anything that cannot be a slug is no therapist's, and never reaches the database
+    (PostgreSQL refuses a NUL in text, for one).
+    """
+    if not _SLUG.fullmatch(slug):
         return None
     return await db.scalar(
-        select(Therapist).where(Therapist.slug == slug, Therapist.is_active.is_(True))
+        select(Therapist).where(Therapist.slug == slug.lower(), Therapist.is_active.is_(True))
     )
 
 

@@ -128,7 +128,8 @@ async def move_occurrence(
     Only this appointment changes.  As with a client's reschedule: ``sequence`` goes up,
     manage links are revoked, join links are kept (and extended) only under the
     therapist's ``keep_join_link_on_reschedule``, and reminders are re-queued.
-    Raises ``NotFound("appointment")``, ``BookingError("start")``, ``SlotTaken``.
+    Raises ``NotFound("appointment")``, ``BookingError`` ("start"; "appointment" if it is
+    no longer scheduled) or ``SlotTaken(start=...)``.
     """
     new_start = aware_utc(new_start, "start")
     if new_start <= now:
@@ -168,7 +169,8 @@ async def cancel_occurrence(
 ) -> None:
     """Cancel one scheduled appointment (only that one, even within a series).
 
-    Raises ``NotFound("appointment")`` if it is not the therapist's or not scheduled.
+    Raises ``NotFound("appointment")`` if it is not the therapist's, or
+    ``BookingError("appointment")`` if it is no longer scheduled.
     """
     async with store.write_transaction(sessionmaker) as db:
         _, appointment = await _own_scheduled(db, therapist_id, appointment_id)
@@ -185,12 +187,12 @@ async def cancel_rest_of_series(
 ) -> list[int]:
     """Cancel this occurrence and every later scheduled one of its series; returns their ids.
 
-    Earlier occurrences stay as they are.  Raises ``NotFound("appointment")`` if the
-    appointment is not the therapist's, or ``BookingError("appointment")`` if it belongs
-    to no series.
+    Earlier occurrences stay as they are; this one may itself be cancelled already.
+    Raises ``NotFound("appointment")`` if the appointment is not the therapist's, or
+    ``BookingError("appointment")`` if it belongs to no series.
     """
     async with store.write_transaction(sessionmaker) as db:
-        _, first = await _own_scheduled(db, therapist_id, from_appointment_id)
+        _, first = await _own_scheduled(db, therapist_id, from_appointment_id, scheduled_only=False)
         if first.series_id is None:
             raise BookingError("appointment", "is not part of a series")
         rest = await db.scalars(
@@ -320,9 +322,9 @@ async def _add_appointments(
 
 
 async def _own_scheduled(
-    db: AsyncSession, therapist_id: int, appointment_id: int
+    db: AsyncSession, therapist_id: int, appointment_id: int, *, scheduled_only: bool = True
 ) -> tuple[Therapist, Appointment]:
-    """The therapist (locked) and their scheduled appointment, or ``NotFound``."""
+    """The therapist (locked) and their (scheduled) appointment, or ``NotFound``."""
     therapist = await store.lock_therapist(db, therapist_id)
     appointment = await db.scalar(
         select(Appointment)
@@ -331,7 +333,7 @@ async def _own_scheduled(
     )
     if therapist is None or appointment is None:
         raise NotFound("appointment")
-    if appointment.state is not AppointmentStatus.SCHEDULED:
+    if scheduled_only and appointment.state is not AppointmentStatus.SCHEDULED:
         raise BookingError("appointment", f"is {appointment.state.value}, not scheduled")
     return therapist, appointment
 

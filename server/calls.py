@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from sqlalchemy.orm import selectinload
 
-from server import audit
+from server import audit, turn
 from server.audit import Actor
 from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.models import Appointment, AppointmentStatus, IllegalTransition, Therapist
@@ -71,11 +71,9 @@ def therapist_participant(therapist_id: int, appointment_id: int) -> str:
     return f"t-{therapist_id}-a-{appointment_id}"
 
 
-def ice_servers(app: web.Application) -> tuple[IceServer, ...]:
-    settings = app[SETTINGS]
-    if not settings.ice_urls:
-        return ()
-    return (IceServer(urls=tuple(settings.ice_urls)),)
+def ice_servers(app: web.Application, participant: str) -> tuple[IceServer, ...]:
+    """The ICE servers for ``participant``'s ``welcome``, with TURN credentials of their own."""
+    return turn.ice_servers_for(app[SETTINGS], participant, app[CLOCK]())
 
 
 def client_seat(appointment: Appointment) -> Seat:
@@ -120,7 +118,16 @@ class Resolver:
         return cls(app, appointment=appointment)
 
     def ice_servers(self) -> tuple[IceServer, ...]:
-        return ice_servers(self.app)
+        """The ICE servers for this socket, asked for before its ``hello``.
+
+        A client's participant id is known from the cookie; a therapist's names the
+        appointment, which only ``hello`` says, so their TURN user is the therapist's
+        reference (``t-<id>``): opaque either way, since coturn logs user names.
+        """
+        if self.appointment is not None:
+            return ice_servers(self.app, client_participant(self.appointment.id))
+        assert self.therapist is not None
+        return ice_servers(self.app, therapist_ref(self.therapist.id))
 
     async def resolve(self, hello: Hello) -> Seat | Watcher:
         if self.appointment is not None:

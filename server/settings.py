@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,6 +75,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "ALCOVE_JOIN_GRACE_MINUTES", "30", "How long after the end a join link still works."
     ),
     SettingSpec("ALCOVE_ICE_URLS", "", "Comma-separated STUN/TURN URLs for WebRTC."),
+    SettingSpec(
+        "ALCOVE_TURN_URLS", "", "Comma-separated TURN URLs given time-limited credentials."
+    ),
+    SettingSpec("ALCOVE_TURN_SECRET", "", "coturn's static-auth-secret for ALCOVE_TURN_URLS."),
+    SettingSpec("ALCOVE_TURN_TTL_MINUTES", "120", "How long TURN credentials stay valid."),
     SettingSpec("ALCOVE_ALLOWED_ORIGINS", "", "Extra origins allowed to open the websocket."),
     SettingSpec("ALCOVE_SMTP_HOST", "", "SMTP server for e-mail; empty writes .eml files instead."),
     SettingSpec("ALCOVE_SMTP_PORT", "587", "SMTP server port."),
@@ -107,6 +114,9 @@ class Settings:
     join_early_minutes: int = 15
     join_grace_minutes: int = 30
     ice_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = dataclasses.field(default="", repr=False)
+    turn_ttl_minutes: int = 120
     extra_origins: frozenset[str] = frozenset()
     smtp_host: str = ""
     smtp_port: int = 587
@@ -204,13 +214,54 @@ def _ice_urls(raw: str) -> tuple[str, ...]:
     urls = tuple(u.strip() for u in raw.split(",") if u.strip())
     for url in urls:
         scheme, sep, rest = url.partition(":")
-        if scheme not in {"stun", "stuns", "turn", "turns"} or not sep or not rest:
-            raise SettingsError(
-                f"ALCOVE_ICE_URLS: {url!r} is not a stun:, stuns:, turn: or turns: URL"
-            )
+        if scheme not in {"stun", "turn", "turns"} or not sep or not rest:
+            raise SettingsError(f"ALCOVE_ICE_URLS: {url!r} is not a stun:, turn: or turns: URL")
     if len(urls) > 8:
         raise SettingsError("ALCOVE_ICE_URLS: at most 8 URLs")
     return urls
+
+
+_TURN_URL = re.compile(
+    r"(?P<scheme>turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:\?transport=(?P<transport>udp|tcp))?"
+)
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _turn_url(url: str) -> str:
+    """``url`` if it is ``turn(s):host[:port][?transport=udp|tcp]`` (RFC 7065)."""
+    shape = "a URL like turn:turn.example.org:3478?transport=udp"
+    match = _TURN_URL.fullmatch(url)
+    if match is None:
+        raise SettingsError(f"ALCOVE_TURN_URLS: {url!r} is not {shape}")
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise SettingsError(f"ALCOVE_TURN_URLS: {url!r} has a malformed IPv6 address") from None
+    elif len(host) > 253 or not all(_HOST_LABEL.fullmatch(x) for x in host.split(".")):
+        raise SettingsError(f"ALCOVE_TURN_URLS: {url!r} has a malformed host name")
+    if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
+        raise SettingsError(f"ALCOVE_TURN_URLS: {url!r} has a port outside 1 to 65535")
+    return url
+
+
+def _turn_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(_turn_url(u.strip()) for u in raw.split(",") if u.strip())
+    if len(urls) > 8:
+        raise SettingsError("ALCOVE_TURN_URLS: at most 8 URLs")
+    return urls
+
+
+def _turn_secret(raw: str, urls: tuple[str, ...]) -> str:
+    if urls and not raw:
+        raise SettingsError("ALCOVE_TURN_SECRET is required when ALCOVE_TURN_URLS is set")
+    if raw and len(raw) < MIN_SECRET_LENGTH:
+        raise SettingsError(
+            f"ALCOVE_TURN_SECRET is too short: use at least {MIN_SECRET_LENGTH} random characters"
+        )
+    return raw
 
 
 def _origins(raw: str) -> frozenset[str]:
@@ -320,6 +371,8 @@ def load_settings(
     if bool(smtp_username) != bool(smtp_password):
         raise SettingsError("ALCOVE_SMTP_USERNAME and ALCOVE_SMTP_PASSWORD go together")
 
+    turn_urls = _turn_urls(_str(env, "ALCOVE_TURN_URLS"))
+
     unknown = sorted(
         k
         for k in env
@@ -345,6 +398,9 @@ def load_settings(
         join_early_minutes=_int(env, "ALCOVE_JOIN_EARLY_MINUTES", 0, 24 * 60),
         join_grace_minutes=_int(env, "ALCOVE_JOIN_GRACE_MINUTES", 0, 24 * 60),
         ice_urls=_ice_urls(_str(env, "ALCOVE_ICE_URLS")),
+        turn_urls=turn_urls,
+        turn_secret=_turn_secret(_str(env, "ALCOVE_TURN_SECRET"), turn_urls),
+        turn_ttl_minutes=_int(env, "ALCOVE_TURN_TTL_MINUTES", 1, 24 * 60),
         extra_origins=_origins(_str(env, "ALCOVE_ALLOWED_ORIGINS")),
         smtp_host=_str(env, "ALCOVE_SMTP_HOST").strip(),
         smtp_port=_int(env, "ALCOVE_SMTP_PORT", 1, 65535),

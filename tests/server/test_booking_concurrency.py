@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import random
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,14 +17,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import booking
+from server import booking, booking_slots
 from server.app import create_app
+from server.booking_store import write_transaction
 from server.db import create_engine, sessionmaker
 from server.migrate import upgrade
-from server.models import Appointment, AppointmentStatus, Client, SessionType
+from server.models import Appointment, AppointmentStatus, Client, OutboxMessage, SessionType
 from tests.conftest import FakeClock, PostgresDatabases, free_port, make_settings
 from tests.support.arrange import Bookable, make_bookable_therapist
 
@@ -213,6 +216,8 @@ async def test_reschedules_racing_bookings_for_one_time_leave_exactly_one_appoin
                 for n in range(RACERS - len(movers))
             ]
 
+            random.Random(round_number).shuffle(requests)  # movers first would win too often
+
             answers = await post_all(http, requests)
 
             assert_one_winner(answers, {200, 201})
@@ -224,3 +229,108 @@ async def test_reschedules_racing_bookings_for_one_time_leave_exactly_one_appoin
 
 def _ids(booked: list[booking.Booked]) -> set[int]:
     return {b.appointment_id for b in booked}
+
+
+# --- what makes check-and-insert safe, one piece at a time -------------------------------------
+
+
+async def test_on_sqlite_a_write_transaction_holds_the_write_lock_before_its_first_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "lock.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await upgrade(engine)
+    try:
+        async with write_transaction(sessionmaker(engine)):
+            other = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            finally:
+                other.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_on_sqlite_two_instances_sharing_the_file_book_one_slot_once(tmp_path: Path) -> None:
+    """As two processes would: each engine has its own connections and in-process queue."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    engines = [create_engine(url), create_engine(url)]
+    await upgrade(engines[0])
+    try:
+        bookable = await make_bookable_therapist(
+            sessionmaker(engines[0]), timezone="UTC", hours=EVERY_DAY
+        )
+
+        async def attempt(n: int, start: dt.datetime) -> str:
+            try:
+                await booking.book(
+                    sessionmaker(engines[n % 2]),
+                    therapist_id=bookable.id,
+                    session_type_id=bookable.individual.id,
+                    start=start,
+                    client=booking.ClientDetails("Racer", f"r{n}@example.net", None, None, "UTC"),
+                    now=NOW,
+                    join_grace=dt.timedelta(minutes=30),
+                )
+            except booking.SlotTaken:
+                return "taken"
+            return "booked"
+
+        for day in range(5):
+            start = dt.datetime(2026, 3, 4, 10, tzinfo=dt.UTC) + dt.timedelta(days=day)
+            outcomes = await asyncio.gather(*(attempt(n, start) for n in range(RACERS)))
+            assert Counter(outcomes) == {"booked": 1, "taken": RACERS - 1}
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_on_postgresql_the_exclusion_constraint_turns_a_missed_overlap_into_slot_taken(
+    postgres_databases: PostgresDatabases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await postgres_databases.create()
+    engine = create_engine(url)
+    await upgrade(engine)
+    db = sessionmaker(engine)
+    try:
+        bookable = await make_bookable_therapist(db, timezone="UTC", hours=EVERY_DAY)
+        ten = dt.datetime(2026, 3, 4, 10, tzinfo=dt.UTC)
+
+        async def book(start: dt.datetime, email: str) -> booking.Booked:
+            return await booking.book(
+                db,
+                therapist_id=bookable.id,
+                session_type_id=bookable.individual.id,
+                start=start,
+                client=booking.ClientDetails("Racing Client", email, None, None, "UTC"),
+                now=NOW,
+                join_grace=dt.timedelta(minutes=30),
+            )
+
+        await book(ten, "first@example.net")
+        real_check = booking_slots.require_free
+        calls: list[object] = []
+
+        async def misses_once(*args: Any, **kwargs: Any) -> None:
+            calls.append(args)
+            if len(calls) > 1:  # the explanation after the refusal checks for real
+                await real_check(*args, **kwargs)
+
+        # As if the check in the transaction had a bug: the constraint still refuses.
+        monkeypatch.setattr(booking_slots, "require_free", misses_once)
+        with pytest.raises(booking.SlotTaken) as caught:
+            await book(ten + dt.timedelta(minutes=15), "second@example.net")
+
+        assert caught.value.nearest  # computed afresh, after the failed transaction
+        async with db() as session:
+            emails = list(await session.scalars(select(Client.email)))
+            count = await session.scalar(select(func.count()).select_from(Appointment))
+            mails = await session.scalar(select(func.count()).select_from(OutboxMessage))
+            constraint = await session.scalar(
+                text("SELECT conname FROM pg_constraint WHERE conname = 'appointments_no_overlap'")
+            )
+        assert (emails, count, mails) == (["first@example.net"], 1, 3)
+        assert constraint == "appointments_no_overlap"
+    finally:
+        await engine.dispose()

@@ -353,3 +353,19 @@ async def test_a_client_record_has_upcoming_soonest_first_and_past_latest_first(
     assert record.client.id == client.id
     assert [a.id for a in record.upcoming] == ids[2:]
     assert [a.id for a in record.past] == [ids[1], ids[0]]
+
+
+async def test_the_rest_of_a_series_can_be_cancelled_from_an_occurrence_already_cancelled(
+    db: Sessions, bookable: Bookable, client: Client, clock: FakeClock
+) -> None:
+    ids = await series(db, bookable, client, clock, weeks=4)
+    await booking.cancel_occurrence(
+        db, therapist_id=bookable.id, appointment_id=ids[1], now=clock.now
+    )
+
+    cancelled = await booking.cancel_rest_of_series(
+        db, therapist_id=bookable.id, from_appointment_id=ids[1], now=clock.now
+    )
+
+    assert cancelled == ids[2:]
+    assert [a.status for a in await appointments(db, ids)] == ["scheduled"] + ["cancelled"] * 3

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,14 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import outbox
 from server.db import create_engine, sessionmaker, utcnow
+from server.mail_queue import LEASE_EXPIRED, UNCONFIRMED_SEND
 from server.mail_render import message_id
-from server.mailer import LEASE_EXPIRED, UNCONFIRMED_SEND, Mailer
+from server.mailer import Mailer
 from server.migrate import upgrade
 from server.models import Appointment, Client, OutboxMessage, OutboxStatus
 from server.settings import Settings
 from tests.conftest import PostgresDatabases, free_port
-from tests.server.test_mailer import SmtpSink, smtp_settings
 from tests.support.arrange import make_therapist
+from tests.support.mail import SmtpSink, smtp_settings
 
 REPO = Path(__file__).resolve().parents[2]
 REMINDERS = 500
@@ -104,20 +105,13 @@ def sink() -> Iterator[SmtpSink]:
     server.stop()
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def shared_url(
-    request: pytest.FixtureRequest, postgres_databases: PostgresDatabases, tmp_path: Path
-) -> AsyncIterator[str]:
-    if request.param == "postgresql":
-        url = await postgres_databases.create()
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+async def migrated(url: str) -> str:
     engine = create_engine(url)
     try:
         await upgrade(engine)
     finally:
         await engine.dispose()
-    yield url
+    return url
 
 
 async def arrange_due_reminders(
@@ -170,9 +164,22 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 @pytest.mark.slow
-async def test_two_worker_processes_deliver_every_due_reminder_once_when_one_is_killed_mid_batch(
-    shared_url: str, tmp_path: Path, sink: SmtpSink
+async def test_two_worker_processes_on_postgresql_deliver_every_reminder_once_when_one_is_killed(
+    postgres_databases: PostgresDatabases, tmp_path: Path, sink: SmtpSink
 ) -> None:
+    await kill_one_of_two_workers(await migrated(await postgres_databases.create()), tmp_path, sink)
+
+
+@pytest.mark.slow
+async def test_two_worker_processes_on_sqlite_deliver_every_reminder_once_when_one_is_killed(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    url = await migrated(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}")
+    await kill_one_of_two_workers(url, tmp_path, sink)
+
+
+async def kill_one_of_two_workers(shared_url: str, tmp_path: Path, sink: SmtpSink) -> None:
+    """500 reminders due, two workers sending; one is killed while it holds unsent claims."""
     engine = create_engine(shared_url)
     workers: list[Worker] = []
     try:

@@ -256,6 +256,7 @@ def test_integer_settings_are_the_ones_checked_below() -> None:
         "ALCOVE_LOGIN_WINDOW_MINUTES",
         "ALCOVE_JOIN_EARLY_MINUTES",
         "ALCOVE_JOIN_GRACE_MINUTES",
+        "ALCOVE_TURN_TTL_MINUTES",
         "ALCOVE_SMTP_PORT",
         "ALCOVE_OUTBOX_POLL_SECONDS",
     ]
@@ -373,7 +374,9 @@ def test_ice_urls_are_split_and_checked(tmp_path: Path) -> None:
     assert settings.ice_urls == ("stun:turn.example.org:3478", "turns:turn.example.org:5349")
 
 
-@pytest.mark.parametrize("url", ["http://turn.example.org", "turn", "stun:", "ftp:x"])
+@pytest.mark.parametrize(
+    "url", ["http://turn.example.org", "turn", "stun:", "ftp:x", "stuns:x.example"]
+)
 def test_an_ice_url_of_another_scheme_is_refused_naming_it(tmp_path: Path, url: str) -> None:
     with pytest.raises(SettingsError, match=r"^ALCOVE_ICE_URLS: "):
         load_settings({"ALCOVE_DATA_DIR": str(tmp_path), "ALCOVE_ICE_URLS": url}, env_file=None)

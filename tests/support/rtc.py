@@ -60,10 +60,16 @@ class ColourTrack(MediaStreamTrack):
 class Peer:
     """One side of a call: a peer connection whose signalling goes through ``SignallingClient``."""
 
-    def __init__(self, signalling: SignallingClient, *, polite: bool) -> None:
+    def __init__(
+        self,
+        signalling: SignallingClient,
+        *,
+        polite: bool,
+        configuration: RTCConfiguration | None = None,
+    ) -> None:
         self.signalling = signalling
         self.polite = polite
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.pc.addTrack(ColourTrack())
         self.frames = 0
         self.first_frame = asyncio.Event()
