@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import booking, openapi, problems, sessions
+from server import booking, metrics, openapi, problems, sessions
 from server.availability import Slot
 from server.booking_rules import (
     BookingError,
@@ -65,7 +65,9 @@ def setup(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/openapi.json", openapi_document)
     app.router.add_get(f"{PREFIX}/therapists/{{slug}}/session-types", list_session_types)
     app.router.add_get(f"{PREFIX}/therapists/{{slug}}/slots", list_slots)
-    app.router.add_post(f"{PREFIX}/therapists/{{slug}}/bookings", create_booking)
+    app.router.add_post(
+        f"{PREFIX}/therapists/{{slug}}/bookings", metrics.counts_bookings(create_booking)
+    )
     app.router.add_post(f"{PREFIX}/manage/{{token}}/cancel", cancel)
     app.router.add_post(f"{PREFIX}/manage/{{token}}/reschedule", reschedule)
 

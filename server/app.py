@@ -23,6 +23,8 @@ from server import (
     i18n,
     join,
     mailer,
+    metrics,
+    shutdown,
     therapist_pages,
     ws,
 )
@@ -84,9 +86,11 @@ def create_app(
     app[CLOCK] = clock
     app[CATALOGS] = catalogs if catalogs is not None else i18n.Catalogs()
     _setup_templates(app)
+    metrics.setup(app)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(calls.switchboard_ctx)
     app.cleanup_ctx.append(mailer.mailer_ctx)
+    shutdown.setup(app)
     health.setup(app)
     auth_views.setup(app)
     dashboard.setup(app)

@@ -41,7 +41,7 @@ from babel.dates import format_date, format_skeleton, format_time, get_day_names
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from server import booking, i18n, sessions
+from server import booking, i18n, metrics, sessions
 from server.availability import Slot
 from server.booking_rules import NOTE_MAX, is_timezone
 from server.i18n import _
@@ -797,7 +797,7 @@ async def manage_reschedule(request: web.Request) -> web.StreamResponse:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/book/{slug}", booking_page, name="book")
-    app.router.add_post("/book/{slug}", booking_submit, name="book_submit")
+    app.router.add_post("/book/{slug}", metrics.counts_bookings(booking_submit), name="book_submit")
     app.router.add_get("/book/{slug}/confirmed", confirmed_page, name="book_confirmed")
     app.router.add_get("/manage", manage_page, name="manage")
     app.router.add_post("/manage/cancel", manage_cancel, name="manage_cancel")

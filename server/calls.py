@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from sqlalchemy.orm import selectinload
 
-from server import audit, turn
+from server import audit, metrics, shutdown, turn
 from server.audit import Actor
 from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.models import Appointment, AppointmentStatus, IllegalTransition, Therapist
@@ -162,6 +162,10 @@ def _ref_id(ref: str) -> int | None:
     return int(number) if number.isdigit() else None
 
 
+#: How long the audit writer may take to write what is queued when the app stops.
+STOP_TIMEOUT_SECONDS = 5.0
+
+
 class AuditWriter:
     """Writes one audit event per room event, in order, off the signalling path.
 
@@ -227,9 +231,9 @@ class AuditWriter:
         """Wait until every event so far is written."""
         await self._queue.join()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float = STOP_TIMEOUT_SECONDS) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout=5)
+            await asyncio.wait_for(self._queue.join(), timeout=grace_seconds)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -242,7 +246,7 @@ AUDIT_WRITER = web.AppKey("room_audit", AuditWriter)
 async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     # The rooms read the app's clock, as the join window does: ``waitingSince`` and the
     # "you are early" status must agree with the appointment times they are compared to.
-    switchboard = Switchboard(LocalFanout(), Registry(clock=app[CLOCK]))
+    switchboard = metrics.switchboard(app, LocalFanout(), Registry(clock=app[CLOCK]))
     writer = AuditWriter(app)
     writer.start()
     switchboard.registry.add_event_listener(writer)
@@ -253,7 +257,7 @@ async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     pruner.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await pruner
-    await writer.stop()
+    await writer.stop(shutdown.grace(app, STOP_TIMEOUT_SECONDS))
 
 
 PRUNE_INTERVAL = 60.0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from server import accounts, audit, logs, migrate
+from server import accounts, audit, logs, migrate, shutdown
 from server.audit import Actor
 from server.db import create_engine, sessionmaker, utcnow
 from server.settings import Mode, Settings, SettingsError, load_settings
@@ -109,6 +109,9 @@ def _serve(settings: Settings) -> int:
         port=settings.port,
         access_log_class=logs.AccessLogger,
         print=announce,
+        # Requests still in flight after the sockets are closed get part of the drain time;
+        # the rest is for the outbox worker and the room audit writer (server/shutdown.py).
+        shutdown_timeout=shutdown.requests_timeout(settings.shutdown_drain_seconds),
     )
     return 0
 

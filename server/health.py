@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy import text
 
 from server.keys import ENGINE
+from server.shutdown import DRAIN
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT = 2.0
@@ -20,7 +21,9 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """The process can do useful work: the database answers."""
+    """The process can do useful work: it is not draining, and the database answers."""
+    if request.app[DRAIN].draining:
+        return web.json_response({"status": "draining"}, status=503)
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             async with request.app[ENGINE].connect() as conn:

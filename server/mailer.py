@@ -39,7 +39,7 @@ from email.message import EmailMessage
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from server import i18n
+from server import i18n, shutdown
 from server.db import utcnow
 from server.keys import CLOCK, ENGINE, SETTINGS, Clock
 from server.mail_queue import BATCH_SIZE, LEASE, MAX_ATTEMPTS, OutboxQueue, new_worker_id
@@ -258,4 +258,4 @@ async def mailer_ctx(app: web.Application) -> AsyncIterator[None]:
     mailer.announce()
     mailer.start()
     yield
-    await mailer.stop()
+    await mailer.stop(shutdown.grace(app, STOP_TIMEOUT_SECONDS))

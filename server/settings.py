@@ -89,6 +89,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("ALCOVE_MAIL_FROM", "Alcove <no-reply@localhost>", "Sender of every e-mail."),
     SettingSpec("ALCOVE_REMINDER_HOURS", "24,1", "Hours before a session to send reminders."),
     SettingSpec("ALCOVE_OUTBOX_POLL_SECONDS", "10", "How often the e-mail worker looks for mail."),
+    SettingSpec(
+        "ALCOVE_SHUTDOWN_DRAIN_SECONDS", "10", "How long a stopping instance takes at most."
+    ),
+    SettingSpec("ALCOVE_METRICS_TOKEN", "", "Bearer token for /metrics; empty turns it off."),
 )
 
 _KNOWN = {spec.env for spec in SETTINGS}
@@ -126,6 +130,8 @@ class Settings:
     mail_from: str = "Alcove <no-reply@localhost>"
     reminder_hours: tuple[int, ...] = (24, 1)
     outbox_poll_seconds: int = 10
+    metrics_token: str = dataclasses.field(default="", repr=False)
+    shutdown_drain_seconds: int = 10
 
     @property
     def local_mail_dir(self) -> Path | None:
@@ -287,6 +293,18 @@ def _smtp_tls(raw: str) -> SmtpTls:
         ) from None
 
 
+MIN_METRICS_TOKEN_LENGTH = 16
+
+
+def _metrics_token(raw: str) -> str:
+    if raw and (len(raw) < MIN_METRICS_TOKEN_LENGTH or any(c.isspace() for c in raw)):
+        raise SettingsError(
+            f"ALCOVE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters "
+            "without spaces"
+        )
+    return raw
+
+
 def _mail_from(raw: str) -> str:
     _name, address = parseaddr(raw)
     local, at, domain = address.rpartition("@")
@@ -410,4 +428,6 @@ def load_settings(
         mail_from=_mail_from(_str(env, "ALCOVE_MAIL_FROM")),
         reminder_hours=_reminder_hours(_str(env, "ALCOVE_REMINDER_HOURS")),
         outbox_poll_seconds=_int(env, "ALCOVE_OUTBOX_POLL_SECONDS", 1, 3600),
+        shutdown_drain_seconds=_int(env, "ALCOVE_SHUTDOWN_DRAIN_SECONDS", 1, 600),
+        metrics_token=_metrics_token(_str(env, "ALCOVE_METRICS_TOKEN")),
     )

@@ -18,6 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from server import join, sessions
 from server.calls import SWITCHBOARD, Resolver, appointment_ref
 from server.keys import CLOCK, SETTINGS
+from server.shutdown import DRAIN, GOING_AWAY, GOING_AWAY_REASON
 from signalling.errors import CloseCode
 from signalling.messages import Ended, Message, Role
 from signalling.protocol import (
@@ -112,6 +113,10 @@ async def identify(request: web.Request) -> Identity | None:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
+    drain = request.app[DRAIN]
+    if drain.draining:
+        # This instance is stopping: the browser retries, and reaches another one.
+        raise web.HTTPServiceUnavailable()
     if not origin_allowed(request):
         raise web.HTTPForbidden()
     identity = await identify(request)
@@ -132,6 +137,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await ws.close(code=int(CloseCode.ENDED), message=b"the appointment has ended")
         return ws
     connection = SocketConnection(ws)
+    if not drain.add(connection):  # draining began while the handshake was under way
+        await connection.close(GOING_AWAY, GOING_AWAY_REASON)
     switchboard = request.app[SWITCHBOARD]
     session = Session(
         switchboard,
@@ -160,10 +167,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         pinger.cancel()
-        await session.disconnected()
-        await connection.finish()
-        if not ws.closed:
-            await ws.close()
+        try:
+            await session.disconnected()
+            await connection.finish()
+            if not ws.closed:
+                await ws.close()
+        finally:
+            drain.discard(connection)
     return ws
 
 

@@ -259,6 +259,7 @@ def test_integer_settings_are_the_ones_checked_below() -> None:
         "ALCOVE_TURN_TTL_MINUTES",
         "ALCOVE_SMTP_PORT",
         "ALCOVE_OUTBOX_POLL_SECONDS",
+        "ALCOVE_SHUTDOWN_DRAIN_SECONDS",
     ]
 
 
