@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from unittest.mock import ANY
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import booking, outbox
 from server.app import create_app
-from server.db import create_engine
 from server.mail_render import message_id
 from server.mailer import Mailer
 from server.models import Appointment, JoinToken, ManageToken, OutboxStatus, Therapist
 from server.settings import Settings
 from server.tokens import token_hash
-from tests.conftest import AiohttpClient, FakeClock, free_port
+from tests.conftest import AiohttpClient, FakeClock
 from tests.support.arrange import local, make_bookable_therapist
 from tests.support.mail import (
     CLIENT_EMAIL,
@@ -41,29 +37,7 @@ from tests.support.mail import (
     cancel,
     move,
     outbox_rows,
-    smtp_settings,
 )
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink(free_port())
-    sink.start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def mail_settings(migrated_url: str, tmp_path: Path, smtp: SmtpSink) -> Settings:
-    return smtp_settings(migrated_url, tmp_path / "var", smtp.port)
-
-
-@pytest.fixture
-async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_url)
-    yield engine
-    await engine.dispose()
-
 
 # --- what a booking's confirmation carries ---------------------------------------------------
 

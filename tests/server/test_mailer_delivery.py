@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import logging
 import stat
-from collections.abc import AsyncIterator, Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -36,27 +35,6 @@ from tests.support.mail import (
     outbox_rows,
     smtp_settings,
 )
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink(free_port())
-    sink.start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def mail_settings(migrated_url: str, tmp_path: Path, smtp: SmtpSink) -> Settings:
-    return smtp_settings(migrated_url, tmp_path / "var", smtp.port)
-
-
-@pytest.fixture
-async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_url)
-    yield engine
-    await engine.dispose()
-
 
 # --- failures, retries and leases ------------------------------------------------------------
 

@@ -627,3 +627,34 @@ export async function playTestSound(sinkId = "") {
     cleanup();
   }
 }
+
+/**
+ * Wire a page's standard camera, microphone and speaker pickers, labelled with the page's
+ * translated strings.
+ * @param {LocalMedia} media
+ * @param {{cameraSelect: HTMLSelectElement, microphoneSelect: HTMLSelectElement,
+ *   speakerSelect: HTMLSelectElement, speakerField?: HTMLElement | null,
+ *   speakerNote?: HTMLElement | null}} el
+ * @param {(key: string, fallback: string) => string} t
+ * @param {(deviceId: string) => void} [onSpeaker]
+ */
+export function bindPagePickers(media, el, t, onSpeaker) {
+  bindPickers(
+    media,
+    {
+      camera: el.cameraSelect,
+      microphone: el.microphoneSelect,
+      speaker: el.speakerSelect,
+      speakerField: el.speakerField,
+      speakerNote: el.speakerNote,
+    },
+    {
+      camera: t("unnamedCamera", "Camera {number}"),
+      microphone: t("unnamedMicrophone", "Microphone {number}"),
+      speaker: t("unnamedSpeaker", "Speaker {number}"),
+      none: t("noneFound", "None found"),
+      defaultSpeaker: t("defaultSpeaker", "Default speaker"),
+    },
+    onSpeaker,
+  );
+}

@@ -4,7 +4,7 @@
 
 import "./localtime.js";
 import { SignallingConnection, CLOSE_ENDED, CLOSE_POLICY_VIOLATION, CLOSE_REPLACED } from "./protocol.js";
-import { LocalMedia, bindPickers, setSpeaker } from "./devices.js";
+import { LocalMedia, bindPagePickers, setSpeaker } from "./devices.js";
 import { Call } from "./call.js";
 import { announce, attachStream, byId, setPressed, showSection, stringsFrom, twoStep } from "./ui.js";
 
@@ -107,27 +107,10 @@ function renderDevices() {
 }
 
 media.addEventListener("change", renderDevices);
-bindPickers(
-  media,
-  {
-    camera: el.cameraSelect,
-    microphone: el.microphoneSelect,
-    speaker: el.speakerSelect,
-    speakerField: el.speakerField,
-    speakerNote: el.speakerNote,
-  },
-  {
-    camera: t("unnamedCamera", "Camera {number}"),
-    microphone: t("unnamedMicrophone", "Microphone {number}"),
-    speaker: t("unnamedSpeaker", "Speaker {number}"),
-    none: t("noneFound", "None found"),
-    defaultSpeaker: t("defaultSpeaker", "Default speaker"),
-  },
-  (deviceId) => {
-    speakerId = deviceId;
-    setSpeaker([el.remoteVideo], deviceId);
-  },
-);
+bindPagePickers(media, el, t, (deviceId) => {
+  speakerId = deviceId;
+  setSpeaker([el.remoteVideo], deviceId);
+});
 el.retry.addEventListener("click", () => media.start());
 
 function renderSelfState() {

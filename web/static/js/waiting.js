@@ -6,7 +6,7 @@ import "./localtime.js";
 import { SignallingConnection, CLOSE_ENDED, CLOSE_POLICY_VIOLATION, CLOSE_REPLACED } from "./protocol.js";
 import {
   LocalMedia,
-  bindPickers,
+  bindPagePickers,
   createLevelMeter,
   helpKeyFor,
   detectBrowser,
@@ -175,27 +175,10 @@ function renderDevices() {
 
 media.addEventListener("change", renderDevices);
 
-bindPickers(
-  media,
-  {
-    camera: el.cameraSelect,
-    microphone: el.microphoneSelect,
-    speaker: el.speakerSelect,
-    speakerField: el.speakerField,
-    speakerNote: el.speakerNote,
-  },
-  {
-    camera: t("unnamedCamera", "Camera {number}"),
-    microphone: t("unnamedMicrophone", "Microphone {number}"),
-    speaker: t("unnamedSpeaker", "Speaker {number}"),
-    none: t("noneFound", "None found"),
-    defaultSpeaker: t("defaultSpeaker", "Default speaker"),
-  },
-  (deviceId) => {
-    speakerId = deviceId;
-    setSpeaker([el.remoteVideo], deviceId);
-  },
-);
+bindPagePickers(media, el, t, (deviceId) => {
+  speakerId = deviceId;
+  setSpeaker([el.remoteVideo], deviceId);
+});
 
 el.retry.addEventListener("click", () => media.start());
 el.testSound.addEventListener("click", () => playTestSound(speakerId));
