@@ -147,11 +147,13 @@ def parse_instant(value: str) -> dt.datetime | None:
         return None
     try:
         instant = dt.datetime.fromisoformat(value)
-    except ValueError:
+        if instant.tzinfo is None or instant.utcoffset() is None:
+            return None
+        instant = instant.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: moving year 1 or 9999 to UTC
         return None
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        return None
-    return instant.astimezone(dt.UTC)
+    # Anything this far out is no slot; refusing it here keeps later arithmetic in range.
+    return instant if 2000 <= instant.year <= 2199 else None
 
 
 def time_label(start: dt.datetime, zone: zoneinfo.ZoneInfo) -> str:

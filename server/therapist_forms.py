@@ -70,14 +70,20 @@ def wall_time(value: str) -> dt.time | None:
     return dt.time(int(match.group(1)), int(match.group(2)))
 
 
+#: The years a therapist's calendar date can be in; further out, week arithmetic and time
+#: zone conversion run off the end of what ``datetime`` can represent.
+FIRST_YEAR, LAST_YEAR = 2000, 2199
+
+
 def local_date(value: str) -> dt.date | None:
-    """A ``YYYY-MM-DD`` date, or ``None``."""
+    """A ``YYYY-MM-DD`` date from 2000 to 2199, or ``None``."""
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         return None
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         return None
+    return day if FIRST_YEAR <= day.year <= LAST_YEAR else None
 
 
 def plausible_email(value: str) -> bool:

@@ -242,6 +242,19 @@ async def test_no_time_chosen_is_an_error_next_to_the_times(
     assert await count(db, Appointment) == 0
 
 
+@pytest.mark.parametrize(
+    "start", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-12:00", "2026-13-01T10:00:00Z"]
+)
+async def test_an_impossible_time_is_an_error_next_to_the_times_not_a_server_error(
+    client: HttpClient, bookable: Bookable, db: Sessions, start: str
+) -> None:
+    page = await open_page(client)
+    response = await client.post("/book/sam-rivera", data={**form_for(page, ""), "start": start})
+    assert response.status == 422
+    assert 'id="start-error"' in await response.text()
+    assert await count(db, Appointment) == 0
+
+
 async def test_a_time_just_taken_is_shown_again_with_the_nearest_free_times(
     client: HttpClient, bookable: Bookable, db: Sessions, clock: FakeClock
 ) -> None:

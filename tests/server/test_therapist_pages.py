@@ -240,6 +240,18 @@ async def test_the_week_lists_days_monday_first_and_marks_today(
     assert (await client.get("/week?start=nonsense", allow_redirects=False)).status == 303
 
 
+@pytest.mark.parametrize("start", ["9999-12-31", "0001-01-01", "1999-12-31", "2200-01-01"])
+async def test_a_week_far_outside_any_calendar_is_refused_not_a_server_error(
+    client: HttpClient, therapist: Therapist, start: str
+) -> None:
+    await signed_in(client)
+
+    response = await client.get(f"/week?start={start}", allow_redirects=False)
+
+    assert response.status == 303
+    assert response.headers["Location"] == "/week"
+
+
 # --- clients -----------------------------------------------------------------------------
 
 
