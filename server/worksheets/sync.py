@@ -42,6 +42,16 @@ class SyncError(ValueError):
     """A message that is not a well-formed Yjs sync message, or an undecodable payload."""
 
 
+def _is_decode_failure(error: BaseException) -> bool:
+    """Whether `error` is pycrdt refusing its input.
+
+    Besides ordinary exceptions, the Rust decoder can panic on some corrupted updates;
+    pyo3 raises that as ``pyo3_runtime.PanicException``, a `BaseException` that cannot be
+    imported by name. Anything else (KeyboardInterrupt, cancellation) is not ours to catch.
+    """
+    return isinstance(error, Exception) or type(error).__name__ == "PanicException"
+
+
 @dataclass(frozen=True)
 class Reply:
     """What to do after `SharedWorksheet.receive`.
@@ -195,7 +205,9 @@ class SharedWorksheet:
         if decoded.step == YSyncMessageType.SYNC_STEP1:
             try:
                 missing = self.doc.get_update(decoded.payload)
-            except Exception as error:
+            except BaseException as error:
+                if not _is_decode_failure(error):
+                    raise
                 raise SyncError(f"not a valid state vector: {error}") from None
             return Reply(reply=sync_step2_message(missing))
         return self._apply(decoded.payload)
@@ -212,7 +224,9 @@ class SharedWorksheet:
         try:
             candidate.apply_update(update)
             leftover = get_update(update, candidate.get_state())
-        except Exception as error:
+        except BaseException as error:
+            if not _is_decode_failure(error):
+                raise
             raise SyncError(f"not a valid update: {error}") from None
         if leftover[:1] != b"\x00":
             # Some of it depends on changes the server has not seen: Yjs would keep it

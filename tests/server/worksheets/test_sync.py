@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 import string
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -441,3 +443,16 @@ def test_messages_are_those_of_y_protocols() -> None:
     long = bytes(200)
     decoded = decode_message(b"\x00\x02\xc8\x01" + long)
     assert (decoded.step, decoded.payload) == (2, long)
+
+
+def test_an_update_on_which_the_decoder_panics_is_a_sync_error_and_changes_nothing() -> None:
+    case = json.loads((Path(__file__).parent / "panicking_update.json").read_text())
+    doc: Doc[Any] = Doc()
+    doc.apply_update(bytes.fromhex(case["state"]))
+    server = SharedWorksheet(CHECK_IN, doc)
+    before = compact(server.doc)
+
+    with pytest.raises(SyncError, match="not a valid update"):
+        server.receive(create_update_message(bytes.fromhex(case["update"])))
+
+    assert compact(server.doc) == before
