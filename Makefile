@@ -37,9 +37,22 @@ node-deps:
 		npm ci --no-audit --no-fund && cp package-lock.json $(NPM_STAMP); \
 	fi
 
-# Web assets: plain ES modules and CSS are served as they are; nothing to build yet.
-assets:
-	@true
+# Web assets: ES modules and CSS are served as they are, except Yjs (the shared worksheets),
+# bundled by esbuild from package-lock.json's version into web/static/vendor/ (git-ignored).
+# Rebuilt when the bundle is missing or the lock is newer. Without npm the worksheets cannot
+# load (the rest of the app works), so that is a warning here and an error under CI.
+YJS_BUNDLE := web/static/vendor/yjs.js
+assets: $(YJS_BUNDLE)
+
+$(YJS_BUNDLE): package-lock.json
+	@if ! command -v npm >/dev/null; then \
+		echo "npm is missing (Debian: apt-get install npm): it builds $@ for the worksheets" >&2; \
+		test -z "$$CI"; \
+	else \
+		if [ ! -x node_modules/.bin/esbuild ] || [ ! -d node_modules/yjs ] || ! cmp -s package-lock.json $(NPM_STAMP); then \
+			npm ci --no-audit --no-fund && cp package-lock.json $(NPM_STAMP); \
+		fi && npm run --silent build; \
+	fi
 
 run: setup
 	@mkdir -p var
@@ -58,6 +71,9 @@ lint: setup-dev
 bench: setup-dev
 	$(BIN)/python -m bench.join --runs 50
 	$(BIN)/python -m bench.booking --runs 50 --bookings 300
+	$(BIN)/python -m bench.fanout --pairs 100 --size 200 --seconds 10 --idle 2000
+	$(BIN)/python -m bench.worksheet --pairs 50 --rate 20 --seconds 30 --rounds 2
+	$(BIN)/python -m bench.reconnect --drops 30 --restarts 5
 
 # Refresh the message catalogs after adding or changing user-facing strings.
 messages: setup-dev
@@ -65,4 +81,4 @@ messages: setup-dev
 	$(BIN)/pybabel update -i web/locale/messages.pot -d web/locale --no-fuzzy-matching --omit-header
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache node_modules
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache node_modules web/static/vendor

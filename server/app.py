@@ -19,13 +19,20 @@ from server import (
     call_views,
     calls,
     dashboard,
+    echo,
     health,
+    homework,
+    homework_socket,
     i18n,
     join,
+    logs,
     mailer,
     metrics,
     shutdown,
+    template_pages,
     therapist_pages,
+    worksheet_calls,
+    worksheet_pages,
     ws,
 )
 from server.db import create_engine, sessionmaker, utcnow
@@ -82,6 +89,7 @@ def create_app(
     ``catalogs`` are the translations to serve, by default those under ``web/locale``.
     """
     app = web.Application(middlewares=[request_context], client_max_size=MAX_REQUEST_BYTES)
+    logs.guard_access_log()  # whichever runner serves the app, no token reaches its log
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[CATALOGS] = catalogs if catalogs is not None else i18n.Catalogs()
@@ -89,17 +97,23 @@ def create_app(
     metrics.setup(app)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(calls.switchboard_ctx)
+    app.cleanup_ctx.append(worksheet_calls.worksheets_ctx)
     app.cleanup_ctx.append(mailer.mailer_ctx)
     shutdown.setup(app)
     health.setup(app)
     auth_views.setup(app)
     dashboard.setup(app)
     join.setup(app)
+    echo.setup(app)
     call_views.setup(app)
     ws.setup(app)
     api.setup(app)
     booking_pages.setup(app)
     therapist_pages.setup(app)
+    worksheet_pages.setup(app)
+    template_pages.setup(app)
+    homework_socket.setup(app)  # before homework: /homework/{token} must not catch /homework/ws
+    homework.setup(app)
     app.router.add_static(
         "/static/", WEB_DIR / "static", name="static", follow_symlinks=False, append_version=True
     )

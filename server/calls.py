@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from sqlalchemy.orm import selectinload
@@ -23,16 +25,21 @@ from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.models import Appointment, AppointmentStatus, IllegalTransition, Therapist
 from signalling import events
 from signalling.errors import ErrorCode, ProtocolError
-from signalling.fanout import LocalFanout
+from signalling.fanout import Fanout, LocalFanout
 from signalling.lobby import Watcher
 from signalling.messages import Hello, IceServer, Role
 from signalling.participants import Seat
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
 
+if TYPE_CHECKING:
+    from signalling.redis_fanout import RedisFanout
+
 log = logging.getLogger(__name__)
 
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
+#: The fan-out between instances, set when ``ALCOVE_REDIS_URL`` is: ``/readyz`` asks it.
+REDIS_FANOUT: web.AppKey[RedisFanout] = web.AppKey("redis_fanout")
 
 
 def appointment_ref(appointment_id: int) -> str:
@@ -86,6 +93,7 @@ def client_seat(appointment: Appointment) -> Seat:
         start=appointment.starts_at,
         end=appointment.ends_at,
         welcome=appointment.therapist.welcome_text,
+        admitted=appointment.admitted_at is not None,
     )
 
 
@@ -209,12 +217,17 @@ class AuditWriter:
                     action = "join" if isinstance(event, events.Joined) else "leave"
                     if role is Role.CLIENT:
                         actor, actor_id = Actor.CLIENT, appointment.client_id
+                        if action == "leave":
+                            appointment.admitted_at = None
                 case events.Admitted():
                     action = "admit"
+                    appointment.admitted_at = now
                 case events.SentBack():
                     action = "send_back"
+                    appointment.admitted_at = None
                 case events.Ended():
                     action = "end"
+                    appointment.admitted_at = None
                     with contextlib.suppress(IllegalTransition):
                         appointment.transition_to(AppointmentStatus.COMPLETED)
             audit.record(
@@ -246,21 +259,52 @@ AUDIT_WRITER = web.AppKey("room_audit", AuditWriter)
 async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     # The rooms read the app's clock, as the join window does: ``waitingSince`` and the
     # "you are early" status must agree with the appointment times they are compared to.
-    switchboard = metrics.switchboard(app, LocalFanout(), Registry(clock=app[CLOCK]))
+    fanout: Fanout
+    redis_url = app[SETTINGS].redis_url
+    if redis_url:
+        # Imported only when configured: redis-py comes with the optional ``redis`` extra.
+        from signalling.redis_fanout import RedisFanout
+
+        redis_fanout = RedisFanout(redis_url)
+        await redis_fanout.start()  # an unreachable Redis is retried, and shown by /readyz
+        app[REDIS_FANOUT] = fanout = redis_fanout
+    else:
+        fanout = LocalFanout()
+    switchboard = metrics.switchboard(app, fanout, Registry(clock=app[CLOCK]))
     writer = AuditWriter(app)
     writer.start()
     switchboard.registry.add_event_listener(writer)
     app[SWITCHBOARD] = switchboard
     app[AUDIT_WRITER] = writer
-    pruner = asyncio.get_running_loop().create_task(_prune_forever(switchboard))
+    loop = asyncio.get_running_loop()
+    limit = dt.timedelta(seconds=app[SETTINGS].reconnect_limit_seconds)
+    sweepers = [
+        loop.create_task(_prune_forever(switchboard)),
+        loop.create_task(_give_up_forever(switchboard, limit)),
+    ]
     yield
-    pruner.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await pruner
+    for sweeper in sweepers:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
     await writer.stop(shutdown.grace(app, STOP_TIMEOUT_SECONDS))
+    if redis_url:
+        await app[REDIS_FANOUT].aclose()
 
 
 PRUNE_INTERVAL = 60.0
+GIVE_UP_INTERVAL = 1.0
+
+
+async def _give_up_forever(switchboard: Switchboard, limit: dt.timedelta) -> None:
+    """Once a second, mark as left whoever has been disconnected for ``limit`` (the room's
+    clock decides), so that the other side is told."""
+    while True:
+        await asyncio.sleep(GIVE_UP_INTERVAL)
+        try:
+            await switchboard.give_up(limit)
+        except Exception:
+            log.exception("could not give up on disconnected participants")
 
 
 async def _prune_forever(switchboard: Switchboard) -> None:

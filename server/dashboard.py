@@ -12,10 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from server import audit, sessions
+from server import audit, sessions, worksheet_store
 from server.audit import Actor
 from server.keys import CLOCK, SESSIONMAKER
 from server.models import Appointment, Therapist
+
+#: Completed homework stays on the dashboard this long (open homework, until it closes).
+RECENT_HOMEWORK = dt.timedelta(days=7)
 
 
 def local_day_bounds(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
@@ -58,12 +61,16 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     start, end = local_day_bounds(now, tz)
     async with request.app[SESSIONMAKER]() as db:
         appointments = await appointments_between(db, me.therapist.id, start, end)
+        homework = await worksheet_store.homework_overview(
+            db, me.therapist.id, now - RECENT_HOMEWORK
+        )
     context: dict[str, Any] = {
         "therapist": me.therapist,
         "csrf_token": me.csrf_token,
         "today": now.astimezone(tz).date(),
         "tz": tz,
         "appointments": appointments,
+        "homework": homework,
         "welcome_status": request.query.get("welcome", ""),
         "max_welcome": MAX_WELCOME,
     }

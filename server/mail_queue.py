@@ -22,7 +22,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import aiosmtplib
@@ -50,6 +50,9 @@ _MARK_SENT_RETRIES = (0.2, 1.0, 3.0)
 T = TypeVar("T")
 #: Builds what is sent, inside the hand-over transaction: (session, row, key, appointment, now).
 Build = Callable[[AsyncSession, OutboxMessage, MessageKey, Appointment, dt.datetime], T]
+#: Builds a homework e-mail, inside the hand-over transaction: (session, row, now); ``None``
+#: when the homework is no longer open (the message is then withdrawn).
+HomeworkBuild = Callable[[AsyncSession, OutboxMessage, dt.datetime], Awaitable[T | None]]
 
 
 def new_worker_id() -> str:
@@ -194,7 +197,9 @@ class OutboxQueue:
             await db.commit()
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def hand_over(self, message_id: int, build: Build[T]) -> T | None:
+    async def hand_over(
+        self, message_id: int, build: Build[T], homework: HomeworkBuild[T] | None = None
+    ) -> T | None:
         """Check the message is still ours and wanted, and ``build`` it; or withdraw it.
 
         One transaction: what ``build`` adds (the link tokens) is committed together with
@@ -227,6 +232,13 @@ class OutboxQueue:
             )
             if message is None:  # withdrawn meanwhile, or the lease ran out and it was taken
                 return None
+            if message.homework_id is not None:  # a homework link: no appointment
+                built_homework = None if homework is None else await homework(db, message, now)
+                if built_homework is not None:
+                    message.claimed_until = now + self.lease
+                    message.sent_at = now
+                    await db.commit()
+                    return built_homework
             appointment = None
             if message.appointment_id is not None:
                 appointment = await db.scalar(
@@ -236,6 +248,8 @@ class OutboxQueue:
                     .execution_options(populate_existing=True)
                 )
             key, reason = why_not(message, appointment, now)
+            if message.homework_id is not None:
+                reason = "the homework is no longer open"
             if reason is not None or key is None or appointment is None:
                 message.status = OutboxStatus.WITHDRAWN.value
                 message.claimed_by = None

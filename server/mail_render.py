@@ -26,7 +26,7 @@ from babel.dates import format_date, format_skeleton, format_time
 from babel.support import NullTranslations
 
 from server import i18n, ics
-from server.models import Appointment
+from server.models import Appointment, Client, Therapist
 from server.outbox import ANNOUNCEMENTS, MailKind
 from server.settings import Settings
 
@@ -37,6 +37,18 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "web" / "templates" / "e
 class Links:
     join: str | None = None
     manage: str | None = None
+
+
+@dataclass(frozen=True)
+class HomeworkMail:
+    """Everything a homework e-mail may say: no worksheet title, no answers, no client name."""
+
+    to: str
+    therapist: str
+    due_on: dt.date | None
+    expires_at: dt.datetime
+    link: str
+    zone: ZoneInfo
 
 
 def public_host(settings: Settings) -> str:
@@ -56,7 +68,12 @@ def invite_uid(appointment_id: int, settings: Settings) -> str:
 
 def client_zone(appointment: Appointment) -> ZoneInfo:
     """The client's zone, else the therapist's, else UTC (a stored zone may have gone stale)."""
-    for name in (appointment.client.timezone, appointment.therapist.timezone):
+    return client_zone_of(appointment.client, appointment.therapist)
+
+
+def client_zone_of(client: Client, therapist: Therapist) -> ZoneInfo:
+    """``client_zone`` for a message about no appointment (a homework link)."""
+    for name in (client.timezone, therapist.timezone):
         if name:
             try:
                 return ZoneInfo(name)
@@ -183,6 +200,41 @@ class Renderer:
                 params={"method": method, "charset": "utf-8"},
             )
         return message
+
+    def render_homework(
+        self, idempotency_key: str, mail: HomeworkMail, now: dt.datetime
+    ) -> EmailMessage:
+        """The e-mail with a homework link (``web/templates/email/homework.txt``)."""
+        token = i18n.activate(i18n.DEFAULT_LOCALE, self._translations)
+        try:
+            locale = i18n.current_locale()
+            context: dict[str, object] = {
+                "therapist": mail.therapist,
+                "due": format_date(mail.due_on, format="full", locale=locale)
+                if mail.due_on
+                else None,
+                # The last day it works (a link that expires at midnight is over that day).
+                "expires": format_date(
+                    (mail.expires_at - dt.timedelta(seconds=1)).astimezone(mail.zone).date(),
+                    format="long",
+                    locale=locale,
+                ),
+                "homework_link": mail.link,
+                "join_link": mail.link,  # the footer's "personal link" line
+            }
+            body = self._env.get_template("homework.txt").render(context)
+            message = EmailMessage()
+            message["Subject"] = i18n.gettext("A worksheet to fill in before your next session")
+            message["From"] = self._settings.mail_from
+            message["To"] = mail.to
+            message["Date"] = format_datetime(now.astimezone(dt.UTC))
+            message["Message-ID"] = message_id(idempotency_key, self._settings)
+            message["Auto-Submitted"] = "auto-generated"
+            message["X-Auto-Response-Suppress"] = "All"
+            message.set_content(body)
+            return message
+        finally:
+            i18n.deactivate(token)
 
 
 def _description(method: ics.Method, links: Links) -> str:

@@ -37,19 +37,22 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from server import i18n, shutdown
 from server.db import utcnow
 from server.keys import CLOCK, ENGINE, SETTINGS, Clock
 from server.mail_queue import BATCH_SIZE, LEASE, MAX_ATTEMPTS, OutboxQueue, new_worker_id
-from server.mail_render import Links, Renderer
+from server.mail_render import HomeworkMail, Links, Renderer, client_zone_of
 from server.mail_transport import Transport, transport_for
 from server.middleware import CATALOGS
-from server.models import Appointment, JoinToken, ManageToken, OutboxMessage
+from server.models import Appointment, Client, JoinToken, ManageToken, OutboxMessage, Therapist
 from server.outbox import ANNOUNCEMENTS, MailKind, MessageKey
 from server.settings import Mode, Settings
 from server.tokens import new_token, token_hash
+from server.worksheet_models import Homework
+from server.worksheet_store import homework_open
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +193,7 @@ class Mailer:
 
     async def _deliver(self, message_id: int, marker: AsyncConnection) -> None:
         try:
-            prepared = await self.queue.hand_over(message_id, self._build)
+            prepared = await self.queue.hand_over(message_id, self._build, self._build_homework)
         except Exception as error:
             await self.queue.failed(message_id, error)
             return
@@ -215,6 +218,34 @@ class Mailer:
         links = self._issue_links(db, key.kind, appointment, now)
         message = self._renderer.render(key.kind, row.idempotency_key, appointment, links, now)
         return _Prepared(message, f"{key.kind.value}-{row.id}")
+
+    async def _build_homework(
+        self, db: AsyncSession, row: OutboxMessage, now: dt.datetime
+    ) -> _Prepared | None:
+        """A homework link, if the homework is still open: its token is made now, and the
+        stored hash replaced, so only the newest e-mail's link works."""
+        homework = await db.scalar(
+            select(Homework).where(Homework.id == row.homework_id).with_for_update()
+        )
+        if homework is None or not homework_open(homework, now):
+            return None
+        therapist = await db.get(Therapist, homework.therapist_id)
+        client = await db.get(Client, homework.client_id)
+        if therapist is None or client is None:
+            return None
+        token = new_token()
+        homework.token_hash = token_hash(token)
+        zone = client_zone_of(client, therapist)
+        mail = HomeworkMail(
+            to=client.email,
+            therapist=therapist.display_name,
+            due_on=homework.due_on,
+            expires_at=homework.expires_at,
+            link=f"{self.settings.public_url}/homework/{token}",
+            zone=zone,
+        )
+        message = self._renderer.render_homework(row.idempotency_key, mail, now)
+        return _Prepared(message, f"{MailKind.HOMEWORK.value}-{row.id}")
 
     def _issue_links(
         self, db: AsyncSession, kind: MailKind, appointment: Appointment, now: dt.datetime

@@ -40,7 +40,15 @@ from signalling import events
 from signalling.effects import Handle
 from signalling.fanout import Callback, Fanout, Subscription
 from signalling.lobby import Watcher
-from signalling.messages import DeviceSummary, Error, IceServer, Message, ParticipantState, Role
+from signalling.messages import (
+    CallConnected,
+    DeviceSummary,
+    Error,
+    IceServer,
+    Message,
+    ParticipantState,
+    Role,
+)
 from signalling.participants import Seat, StateChange
 from signalling.rooms import Registry
 from signalling.switchboard import Connection, Switchboard
@@ -48,6 +56,7 @@ from signalling.switchboard import Connection, Switchboard
 ROOM_STATES = (ParticipantState.WAITING, ParticipantState.ADMITTED, ParticipantState.IN_CALL)
 BOOKING_RESULTS = ("booked", "slot_taken", "invalid")
 WAIT_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
+CONNECT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
 LAG_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 
 
@@ -95,6 +104,12 @@ class Metrics:
             "alcove_fanout_lag_seconds",
             "Time from publishing an effect on the local fan-out to its delivery.",
             buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.admit_to_connected = Histogram(
+            "alcove_admit_to_connected_seconds",
+            "From a client's admission to their call's media connecting, as their browser saw it.",
+            buckets=CONNECT_BUCKETS,
             registry=r,
         )
         for state in ROOM_STATES:
@@ -198,6 +213,8 @@ class MeteredSwitchboard(Switchboard):
 
     async def receive(self, handle: Handle, message: Message) -> None:
         self._metrics.messages.labels(type=message.TYPE).inc()
+        if isinstance(message, CallConnected) and self.registry.role_of(handle) is Role.CLIENT:
+            self._metrics.admit_to_connected.observe(message.admit_to_connected_ms / 1000)
         await super().receive(handle, message)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp_jinja2
 from aiohttp import web
 
-from server import i18n
+from server import i18n, logs
 from server.keys import LANG, REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def _wants_json(request: web.Request, exc: web.HTTPException) -> bool:
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = secrets.token_hex(8)
+    logs.current_request_id.set(request[REQUEST_ID])
     catalogs = request.app[CATALOGS]
     lang = catalogs.negotiate(request.headers.get("Accept-Language"))
     request[LANG] = lang
@@ -90,7 +91,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 _apply_headers(request, exc)
                 raise
         except Exception:
-            log.exception("unhandled error, request_id=%s", request[REQUEST_ID])
+            log.exception("unhandled error")
             response = _error_page(request, 500)
         _apply_headers(request, response)
         return response

@@ -13,7 +13,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import models  # noqa: F401  (registers the tables on Base.metadata)
+from server import (
+    models,  # noqa: F401  (registers the tables on Base.metadata)
+    worksheet_models,  # noqa: F401  (registers the worksheet tables)
+)
 from server.db import Base
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

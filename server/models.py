@@ -117,6 +117,9 @@ class Appointment(Base):
     buffer_minutes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: The invite's SEQUENCE: raised on every change that is mailed to the client.
     sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When the therapist let the client in, until they are sent back, leave or the session
+    #: ends: a client who reconnects (to any instance, after a restart) comes straight back.
+    admitted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: "What brings you here", from the booking form.  Clinical: never mailed or logged.
     intake_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -339,6 +342,10 @@ class OutboxMessage(Base):
     kind: Mapped[str] = mapped_column(String(32))
     appointment_id: Mapped[int | None] = mapped_column(
         ForeignKey("appointments.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    #: For a homework link: the homework it is about (``kind`` says so).
+    homework_id: Mapped[int | None] = mapped_column(
+        ForeignKey("homework.id", ondelete="CASCADE"), nullable=True, index=True
     )
     due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)

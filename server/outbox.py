@@ -11,7 +11,8 @@ Keys, which also become each message's ``Message-ID``:
 - announcements: ``<kind>:<appointment id>:<sequence>`` -- one per version of the invite;
 - reminders: ``reminder:<appointment id>:<hours>h:<start, ISO 8601>`` -- the start they
   remind of, so the worker can tell a reminder for a start that has since moved;
-- a resent invite: ``invite_resent:<appointment id>:<sequence>:<queued at, ISO 8601>``.
+- a resent invite: ``invite_resent:<appointment id>:<sequence>:<queued at, ISO 8601>``;
+- a homework link: ``homework:<homework id>`` (no appointment; ``homework_id`` is set).
 
 The worker that sends what is due lives in ``server.mailer``.  While a message is pending,
 a non-null ``sent_at`` means a worker handed it to the mail server and died (or was stopped)
@@ -37,6 +38,8 @@ class MailKind(enum.StrEnum):
     CANCELLATION = "cancellation"
     REMINDER = "reminder"
     INVITE_RESENT = "invite_resent"
+    #: A homework link (``homework:<homework id>``; the row's ``homework_id`` is set).
+    HOMEWORK = "homework"
 
 
 #: ``ALCOVE_REMINDER_HOURS``' default; pass ``settings.reminder_hours`` to honour the setting.
@@ -192,6 +195,45 @@ async def on_cancelled(db: AsyncSession, appointment: Appointment, now: dt.datet
 async def on_invite_resent(db: AsyncSession, appointment: Appointment, now: dt.datetime) -> bool:
     """Queue the invite again (fresh join and manage links), e.g. when a client lost it."""
     return await enqueue(db, MailKind.INVITE_RESENT, appointment, due_at=now)
+
+
+def homework_key(homework_id: int) -> str:
+    """One e-mail per homework assignment: assigning again is a new homework."""
+    return f"{MailKind.HOMEWORK.value}:{homework_id}"
+
+
+async def enqueue_homework(db: AsyncSession, homework_id: int, *, due_at: dt.datetime) -> bool:
+    """Queue the e-mail with a homework's link (call after flushing the homework)."""
+    key = homework_key(homework_id)
+    if await db.scalar(select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key)):
+        return False
+    db.add(
+        OutboxMessage(
+            idempotency_key=key,
+            kind=MailKind.HOMEWORK.value,
+            homework_id=homework_id,
+            due_at=due_at,
+            next_attempt_at=due_at,
+            status=OutboxStatus.PENDING.value,
+        )
+    )
+    return True
+
+
+async def withdraw_homework(db: AsyncSession, homework_ids: Sequence[int]) -> int:
+    """Withdraw the unsent e-mails of homework that was withdrawn; return how many."""
+    if not homework_ids:
+        return 0
+    result = await db.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.homework_id.in_(list(homework_ids)),
+            OutboxMessage.status == OutboxStatus.PENDING.value,
+        )
+        .values(status=OutboxStatus.WITHDRAWN.value)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def pending_count(db: AsyncSession) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.util
 import ipaddress
 import os
 import re
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 
@@ -70,9 +72,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "ALCOVE_TRUSTED_PROXIES", "", "Comma-separated proxy IPs whose X-Forwarded-For is used."
     ),
     SettingSpec("ALCOVE_LOG_LEVEL", "INFO", "Python log level."),
+    SettingSpec("ALCOVE_LOG_FORMAT", "json", "Log lines as JSON objects, or as plain text."),
     SettingSpec("ALCOVE_JOIN_EARLY_MINUTES", "15", "How early before the start a join link opens."),
     SettingSpec(
         "ALCOVE_JOIN_GRACE_MINUTES", "30", "How long after the end a join link still works."
+    ),
+    SettingSpec(
+        "ALCOVE_RECONNECT_LIMIT_SECONDS",
+        "120",
+        "How long an admitted participant may be disconnected before they count as left.",
     ),
     SettingSpec("ALCOVE_ICE_URLS", "", "Comma-separated STUN/TURN URLs for WebRTC."),
     SettingSpec(
@@ -93,6 +101,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "ALCOVE_SHUTDOWN_DRAIN_SECONDS", "10", "How long a stopping instance takes at most."
     ),
     SettingSpec("ALCOVE_METRICS_TOKEN", "", "Bearer token for /metrics; empty turns it off."),
+    SettingSpec(
+        "ALCOVE_REDIS_URL", "", "Redis for signalling between instances; empty: in-process."
+    ),
 )
 
 _KNOWN = {spec.env for spec in SETTINGS}
@@ -115,8 +126,10 @@ class Settings:
     login_window_minutes: int
     trusted_proxies: frozenset[str]
     log_level: str
+    log_format: Literal["json", "text"] = "json"
     join_early_minutes: int = 15
     join_grace_minutes: int = 30
+    reconnect_limit_seconds: int = 120
     ice_urls: tuple[str, ...] = ()
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = dataclasses.field(default="", repr=False)
@@ -132,6 +145,8 @@ class Settings:
     outbox_poll_seconds: int = 10
     metrics_token: str = dataclasses.field(default="", repr=False)
     shutdown_drain_seconds: int = 10
+    #: May hold a password: never shown.
+    redis_url: str = dataclasses.field(default="", repr=False)
 
     @property
     def local_mail_dir(self) -> Path | None:
@@ -296,6 +311,29 @@ def _smtp_tls(raw: str) -> SmtpTls:
 MIN_METRICS_TOKEN_LENGTH = 16
 
 
+def _redis_url(raw: str) -> str:
+    """``raw`` if it is a redis:// or rediss:// URL with a host, and redis-py is installed.
+
+    The error never repeats the URL, which may hold a password.
+    """
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
+        raise SettingsError(
+            "ALCOVE_REDIS_URL must be a redis:// or rediss:// URL like redis://redis:6379/0"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise SettingsError("ALCOVE_REDIS_URL has a port outside 1 to 65535")
+    if importlib.util.find_spec("redis") is None:
+        raise SettingsError("ALCOVE_REDIS_URL needs redis-py: pip install 'alcove[redis]'")
+    return raw
+
+
 def _metrics_token(raw: str) -> str:
     if raw and (len(raw) < MIN_METRICS_TOKEN_LENGTH or any(c.isspace() for c in raw)):
         raise SettingsError(
@@ -333,6 +371,15 @@ def _reminder_hours(raw: str) -> tuple[int, ...]:
     if len(hours) > 4:
         raise SettingsError("ALCOVE_REMINDER_HOURS: at most 4 reminders")
     return tuple(sorted(hours, reverse=True))
+
+
+def _log_format(raw: str) -> Literal["json", "text"]:
+    value = raw.strip().lower()
+    if value == "json":
+        return "json"
+    if value == "text":
+        return "text"
+    raise SettingsError(f"ALCOVE_LOG_FORMAT must be 'json' or 'text', not {raw!r}")
 
 
 def load_settings(
@@ -413,8 +460,10 @@ def load_settings(
         login_window_minutes=_int(env, "ALCOVE_LOGIN_WINDOW_MINUTES", 1, 24 * 60),
         trusted_proxies=proxies,
         log_level=level,
+        log_format=_log_format(_str(env, "ALCOVE_LOG_FORMAT")),
         join_early_minutes=_int(env, "ALCOVE_JOIN_EARLY_MINUTES", 0, 24 * 60),
         join_grace_minutes=_int(env, "ALCOVE_JOIN_GRACE_MINUTES", 0, 24 * 60),
+        reconnect_limit_seconds=_int(env, "ALCOVE_RECONNECT_LIMIT_SECONDS", 5, 24 * 3600),
         ice_urls=_ice_urls(_str(env, "ALCOVE_ICE_URLS")),
         turn_urls=turn_urls,
         turn_secret=_turn_secret(_str(env, "ALCOVE_TURN_SECRET"), turn_urls),
@@ -430,4 +479,5 @@ def load_settings(
         outbox_poll_seconds=_int(env, "ALCOVE_OUTBOX_POLL_SECONDS", 1, 3600),
         shutdown_drain_seconds=_int(env, "ALCOVE_SHUTDOWN_DRAIN_SECONDS", 1, 600),
         metrics_token=_metrics_token(_str(env, "ALCOVE_METRICS_TOKEN")),
+        redis_url=_redis_url(_str(env, "ALCOVE_REDIS_URL").strip()),
     )

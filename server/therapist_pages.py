@@ -32,6 +32,7 @@ from server import (
     sessions,
     therapist_availability,
     therapist_settings,
+    worksheet_pages,
 )
 from server.audit import Actor
 from server.booking_pages import when_label
@@ -244,6 +245,9 @@ CLIENT_DONE = {
     "series-cancelled": lambda: _(
         "The rest of the series is cancelled. The client will get an e-mail for each session."
     ),
+    "homework-assigned": lambda: _(
+        "The homework is assigned. The client will get an e-mail with a link to it."
+    ),
 }
 
 
@@ -364,6 +368,8 @@ class RecordProblems:
     appointment_id: int | None = None
     appointment_error: str | None = None
     move_values: dict[str, str] | None = None
+    homework_values: dict[str, str] | None = None
+    homework_error: str | None = None
 
 
 def _new_values(form: Any = None, today: dt.date | None = None) -> dict[str, str]:
@@ -397,6 +403,7 @@ async def _record_page(
             raise web.HTTPNotFound()
         names = await type_names(db, me.therapist.id)
         types = await booking.session_types(db, me.therapist.id, public_only=False)
+        worksheets = await worksheet_pages.record_context(db, me.therapist.id, client_id, tz)
     name = record.client.name
     done = CLIENT_DONE.get(request.query.get("done", ""))
     context: dict[str, Any] = {
@@ -412,6 +419,9 @@ async def _record_page(
         "done": done() if done else None,
         "weeks_range": SERIES_WEEKS,
         "today": now.astimezone(tz).date(),
+        **worksheets,
+        "homework_values": problems.homework_values or {"worksheet": "", "due": ""},
+        "homework_error": problems.homework_error,
     }
     return render(request, "therapist/client.html", context, nav="clients", status=status)
 

@@ -22,6 +22,8 @@ class ErrorCode(enum.StrEnum):
     CONFLICT = "conflict"
     RATE_LIMITED = "rate-limited"
     REPLACED = "replaced"
+    WORKSHEET_REFUSED = "worksheet-refused"
+    UNAVAILABLE = "unavailable"
 
 
 class CloseCode(enum.IntEnum):

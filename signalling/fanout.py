@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 Callback = Callable[[str], Awaitable[None]]
 
 
+class FanoutUnavailable(Exception):
+    """The fan-out cannot take a payload or a subscription now (its broker is unreachable).
+
+    Raised instead of queueing work that could not be delivered: the caller decides what a
+    lost effect means.  The message is one line, fit for an operator's log.
+    """
+
+
 class Subscription(Protocol):
     """One subscriber's interest in one channel."""
 

@@ -91,11 +91,56 @@ class IceServer(Struct):
     credential: str | None = None
 
 
+class ConnectionVerdict(enum.StrEnum):
+    """The connection test's verdict; ``failed``: it could not connect at all."""
+
+    GOOD = "good"
+    FAIR = "fair"
+    POOR = "poor"
+    FAILED = "failed"
+
+
+MAX_RTT_MS = 60_000
+MAX_KBPS = 10_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionSummary(Struct):
+    """The client's connection test before joining (``server/echo.py``).  A measurement is
+    ``None`` when the browser's statistics did not give it, and always when it failed."""
+
+    FIELDS = (
+        field("verdict", choice(ConnectionVerdict)),
+        field("rtt_ms", integer(0, MAX_RTT_MS), nullable=True),
+        field("loss_percent", NUMBER, nullable=True),
+        field("kbps_up", integer(0, MAX_KBPS), nullable=True),
+        field("kbps_down", integer(0, MAX_KBPS), nullable=True),
+    )
+    verdict: ConnectionVerdict
+    rtt_ms: int | None
+    loss_percent: float | None
+    kbps_up: int | None
+    kbps_down: int | None
+
+    def problem(self) -> str | None:
+        if self.loss_percent is not None and not 0 <= self.loss_percent <= 100:
+            return "lossPercent must be between 0 and 100"
+        measured = (self.rtt_ms, self.loss_percent, self.kbps_up, self.kbps_down)
+        if self.verdict is ConnectionVerdict.FAILED and any(m is not None for m in measured):
+            return "a failed connection test has no measurements"
+        return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class DeviceSummary(Struct):
-    FIELDS = (field("camera", choice(DeviceStatus)), field("microphone", choice(DeviceStatus)))
+    FIELDS = (
+        field("camera", choice(DeviceStatus)),
+        field("microphone", choice(DeviceStatus)),
+        field("connection", struct(ConnectionSummary), optional=True),
+    )
     camera: DeviceStatus
     microphone: DeviceStatus
+    connection: ConnectionSummary | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -360,6 +405,49 @@ class Candidate(Message):
     candidate: IceCandidate | None
 
 
+class VideoState(enum.StrEnum):
+    """What the sender's camera is doing: sending, or paused on purpose (audio only)."""
+
+    ON = "on"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MediaState(Message):
+    """Both ways: what the sender is sending, so the other side can say so (a paused
+    camera is not a frozen call).  Relayed to the other participant in the call."""
+
+    TYPE = "media"
+    SENDERS = BOTH
+    FIELDS = (field("video", choice(VideoState)), field("screen", BOOLEAN))
+    video: VideoState
+    screen: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallConnected(Message):
+    """Client→server: the call's media connected, ``admit_to_connected_ms`` after the
+    client was told ``admitted`` (for the server's metrics; nothing is relayed)."""
+
+    TYPE = "call-connected"
+    SENDERS = frozenset({Role.CLIENT})
+    FIELDS = (field("admit_to_connected_ms", integer(0, 3_600_000)),)
+    admit_to_connected_ms: int
+
+
+MAX_CHAT_CHARS = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chat(Message):
+    """Both ways: a line of text chat, relayed to the other person in the call; never stored."""
+
+    TYPE = "chat"
+    SENDERS = BOTH
+    FIELDS = (field("text", text(MAX_CHAT_CHARS)),)
+    text: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class Leave(Message):
     TYPE = "leave"
@@ -390,5 +478,8 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     Offer,
     Answer,
     Candidate,
+    Chat,
+    MediaState,
+    CallConnected,
     Leave,
 )

@@ -96,6 +96,9 @@ class Seat:
     start: dt.datetime
     end: dt.datetime
     welcome: str = ""
+    #: Whether storage says the client was admitted (and not sent back since): after a
+    #: restart, or on another instance, they come back admitted instead of waiting.
+    admitted: bool = False
 
     def __post_init__(self) -> None:
         _check_text("participant", self.participant, MAX_ID_CHARS)
@@ -126,6 +129,8 @@ class Participant:
         self.devices: DeviceSummary | None = None
         #: When the participant last entered the waiting room.
         self.waiting_since = since
+        #: When an admitted participant's connection went away (None while connected).
+        self.offline_since: dt.datetime | None = None
         log.info("participant %s: joined as %s", self.id, state.value)
         on_change(StateChange(self.id, self.role, self.appointment, None, state))
 

@@ -8,6 +8,7 @@ that depend on who is speaking.  The message classes themselves live in
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, NoReturn
 
@@ -55,6 +56,7 @@ from signalling.messages import (
     Welcome,
 )
 from signalling.wire import decode_struct, describe, encode_struct
+from signalling.worksheet_messages import WORKSHEET_MESSAGE_CLASSES
 
 __all__ = [
     "FATAL",
@@ -125,7 +127,9 @@ RATE_PER_SECOND = 20
 RATE_BURST = 100
 
 #: Every message class, by its wire ``type``.
-MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in MESSAGE_CLASSES}
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls for cls in (*MESSAGE_CLASSES, *WORKSHEET_MESSAGE_CLASSES)
+}
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -155,10 +159,10 @@ def _load(frame: str | bytes) -> object:
         decoded = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
+    if decoded.startswith("\ufeff"):  # what json.loads refuses before decoding
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid JSON: it starts with a BOM")
     try:
-        return json.loads(
-            decoded, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant
-        )
+        return _DECODER.decode(decoded)
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is nested too deeply") from None
     except ValueError as exc:
@@ -171,6 +175,12 @@ def parse_message(frame: str | bytes) -> Message:
     ``too-large`` for a frame over ``MAX_FRAME_BYTES``; ``unknown-type`` for a ``type`` this
     version does not have; ``bad-message`` for everything else that is wrong.
     """
+    if isinstance(frame, str) and len(frame) <= MAX_CACHED_CHARS:
+        return _parse_cached(frame)
+    return _parse(frame)
+
+
+def _parse(frame: str | bytes) -> Message:
     value = _load(frame)
     if not isinstance(value, dict):
         raise ProtocolError(
@@ -194,6 +204,14 @@ def encode(message: Message) -> str:
     Refuses (``ValueError``) to produce anything ``parse_message`` would reject, so the
     server never sends what it would not accept.
     """
+    try:
+        hash(message)
+    except TypeError:  # a field holds a list or a dict: nothing to look up
+        return _encode(message)
+    return _encode_cached(message)
+
+
+def _encode(message: Message) -> str:
     text = json.dumps(
         {"type": message.TYPE, **encode_struct(message)},
         ensure_ascii=False,
@@ -205,6 +223,18 @@ def encode(message: Message) -> str:
     except ProtocolError as exc:
         raise ValueError(f"refusing to encode an invalid {message.TYPE!r}: {exc.value}") from exc
     return text
+
+
+# A relayed message is encoded into its effect, parsed back from the fan-out and encoded
+# again for the socket, on the same instance unless the recipient is elsewhere.  Messages
+# are immutable, so equal texts may share one parsed message and equal messages one text:
+# small caches of recent ones spare most of that work (the profile of ``bench/fanout``).
+# Parsed frames are kept only when short, and few encoded texts are kept, so together the
+# caches hold at most a few megabytes (of frames no larger than ``MAX_FRAME_BYTES``).
+MAX_CACHED_CHARS = 4096
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+_parse_cached = functools.lru_cache(maxsize=128)(_parse)
+_encode_cached = functools.lru_cache(maxsize=32)(_encode)
 
 
 def check_direction(message: Message, role: Role) -> None:

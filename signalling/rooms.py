@@ -36,10 +36,12 @@ from signalling.errors import CloseCode, ErrorCode, ProtocolError
 from signalling.lobby import Lobbies, Watcher
 from signalling.messages import (
     Admitted,
+    Chat,
     DeviceSummary,
     Ended,
     IceServer,
     Lobby,
+    MediaState,
     MessageToWaiting,
     Relayed,
     Role,
@@ -143,6 +145,7 @@ class Registry:
         if devices is not None and participant.role is Role.CLIENT:
             participant.devices = devices
         participant.handle = handle
+        participant.offline_since = None
         send(out, participant, views.welcome(participant, ice_servers))
         if participant.state is ENDED:
             send(out, participant, Ended(appointment=room.appointment))
@@ -183,7 +186,29 @@ class Registry:
         participant.handle = None
         if participant.state is WAITING:
             participant.transition(LEFT)
+        else:
+            participant.offline_since = self._clock()
         return self._finish(out, self._rooms[participant.appointment])
+
+    def give_up(self, limit: dt.timedelta) -> list[Effect]:
+        """Mark as left every admitted participant whose connection has been gone for
+        ``limit`` or longer: the other side sees them leave, as if they had said ``leave``."""
+        out: list[Effect] = []
+        now = self._clock()
+        for participant in list(self._participants.values()):
+            since = participant.offline_since
+            if since is None or participant.online or now - since < limit:
+                continue
+            participant.offline_since = None
+            if participant.state not in (ADMITTED, IN_CALL):
+                continue
+            participant.transition(LEFT)
+            room = self._rooms[participant.appointment]
+            self._finish(out, room)
+            self._emit(
+                events.Left(room.appointment, participant.id, participant.role, room.therapist)
+            )
+        return out
 
     def leave(self, actor: Handle) -> list[Effect]:
         """The participant said ``leave``: they have left, and their connection is closed.
@@ -280,7 +305,7 @@ class Registry:
         self._emit(events.Ended(appointment, therapist))
         return out
 
-    def relay(self, actor: Handle, message: Relayed) -> list[Effect]:
+    def relay(self, actor: Handle, message: Relayed | Chat | MediaState) -> list[Effect]:
         """Pass media signalling to the other participant, if both are in the call."""
         if self._lobbies.watcher(actor) is not None:
             raise ProtocolError(
@@ -300,6 +325,17 @@ class Registry:
         out: list[Effect] = []
         send(out, peer, dataclasses.replace(message, id=None))
         return out
+
+    def chat(self, actor: Handle, message: Chat) -> list[Effect]:
+        """Pass a chat line to the other participant; ``conflict`` if they are not in the
+        call, so the sender can say it was not delivered.  Nothing is kept."""
+        if self._lobbies.watcher(actor) is None:
+            sender = self._current(actor)
+            if sender is not None and sender.state is IN_CALL:
+                out = self.relay(actor, message)
+                if out:
+                    return out
+        raise ProtocolError(ErrorCode.CONFLICT, "chat: the other person is not in the call")
 
     def prune(self) -> int:
         """Forget rooms nobody is connected to and no client is admitted in; return how many.
@@ -341,7 +377,7 @@ class Registry:
         return room
 
     def _create(self, room: Room, seat: Seat) -> Participant:
-        state = ADMITTED if seat.role is Role.THERAPIST else WAITING
+        state = ADMITTED if seat.role is Role.THERAPIST or seat.admitted else WAITING
         if room.ended:
             state = ENDED
         participant = Participant(seat, state, since=self._clock(), on_change=self._notify)

@@ -33,6 +33,7 @@ from signalling.protocol import (
     parse_message,
 )
 from signalling.switchboard import Connection, Switchboard
+from signalling.worksheet_messages import Editing, Yjs
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 #: for a therapist's ``hello`` without one (a lobby socket).  Raises
 #: ``ProtocolError(NOT_FOUND)`` when the appointment is not theirs.
 Resolver = Callable[[Hello], Awaitable[Seat | Watcher]]
+
+
+#: The rate for ``yjs`` and ``editing``: a browser coalesces keystrokes (about 20 a second).
+SYNC_RATE_PER_SECOND = 60
+SYNC_RATE_BURST = 300
 
 
 class Phase(enum.StrEnum):
@@ -106,6 +112,8 @@ class Session:
         self._resolve = resolve
         self._ice_servers = tuple(ice_servers)
         self._limiter = limiter if limiter is not None else RateLimiter()
+        #: Worksheet typing has its own, larger bucket, so that it never starves signalling.
+        self._sync_limiter = RateLimiter(SYNC_RATE_PER_SECOND, SYNC_RATE_BURST)
         self._handle: Handle | None = None
         self._phase = Phase.HELLO
 
@@ -141,7 +149,9 @@ class Session:
         elif isinstance(message, Hello):
             error = ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
             await self._fail(error, message)
-        elif not self._limiter.allow():
+        elif not (
+            self._sync_limiter if isinstance(message, Yjs | Editing) else self._limiter
+        ).allow():
             error = ProtocolError(ErrorCode.RATE_LIMITED, f"{message.TYPE} dropped: slow down")
             await self._switchboard.send(self._handle, error_for(error, message))
         else:
@@ -167,6 +177,12 @@ class Session:
             return
         if self.closed:
             return  # the socket went away while the resolver was looking
+        try:
+            await self._take_seat(hello, resolved)
+        except ProtocolError as exc:  # the fan-out is down: the browser comes back later
+            await self._fail(exc, message, code=CloseCode.TRY_AGAIN_LATER)
+
+    async def _take_seat(self, hello: Hello, resolved: Seat | Watcher) -> None:
         if isinstance(resolved, Watcher):
             if self._role is not Role.THERAPIST or hello.appointment is not None:
                 raise ValueError(f"resolver gave a watcher to a {self._role} call socket")

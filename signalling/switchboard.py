@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -25,17 +26,20 @@ from typing import Protocol
 
 from signalling.effects import Close, Deliver, Effect, Handle, channel_of, dump_effect, load_effect
 from signalling.errors import ErrorCode, ProtocolError
-from signalling.fanout import Fanout, Subscription
+from signalling.fanout import Fanout, FanoutUnavailable, Subscription
 from signalling.lobby import Watcher
 from signalling.messages import (
     Admit,
     Answer,
+    CallConnected,
     Candidate,
+    Chat,
     DeviceSummary,
     End,
     Hello,
     IceServer,
     Leave,
+    MediaState,
     Message,
     Offer,
     Ping,
@@ -44,9 +48,16 @@ from signalling.messages import (
     SendBack,
     TextMessage,
 )
-from signalling.participants import Seat
+from signalling.participants import Participant, Seat
 from signalling.protocol import check_direction, error_for
 from signalling.rooms import Registry
+from signalling.worksheet_messages import (
+    Editing,
+    WorksheetClose,
+    WorksheetCommand,
+    WorksheetOpen,
+    Yjs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,22 @@ class Connection(Protocol):
     async def send(self, message: Message) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+
+class WorksheetHandler(Protocol):
+    """Where worksheet messages go: the server, which knows the documents and the records.
+
+    ``sender`` is the live participant who sent ``message``; refusals are raised as
+    ``ProtocolError`` and answered with ``error``.
+    """
+
+    async def handle(self, sender: Participant, message: WorksheetCommand) -> None: ...
+
+
+UNAVAILABLE_VALUE = (
+    "the other person could not be reached just now (the servers lost touch with each "
+    "other); it will work again in a moment"
+)
 
 
 def _new_token() -> str:
@@ -86,6 +113,10 @@ class Switchboard:
         self._outbox: collections.deque[Effect] = collections.deque()
         self._draining = False
         self._resume: set[asyncio.Task[None]] = set()
+        #: Effects lost because the fan-out was down and their connection is elsewhere.
+        self.undelivered = 0
+        #: Set by the server; without one, worksheet messages are refused.
+        self.worksheets: WorksheetHandler | None = None
 
     # Connections
 
@@ -144,10 +175,35 @@ class Switchboard:
             return
         try:
             check_direction(message, role)
+            if isinstance(message, WorksheetOpen | WorksheetClose | Yjs | Editing):
+                await self._worksheet(handle, message)
+                return
             effects = self._command(handle, message)
         except ProtocolError as exc:
             effects = [Deliver(handle, error_for(exc, message))]
+        lost = self.undelivered
         await self._publish(effects)
+        if self.undelivered > lost:
+            error = ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE)
+            await self._perform_locally(Deliver(handle, error_for(error, message)))
+
+    async def _worksheet(self, handle: Handle, message: WorksheetCommand) -> None:
+        sender = self.registry.participant(handle.participant)
+        if handle.watcher or sender is None or sender.handle != handle:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, f"{message.TYPE} refused: a lobby socket has no worksheet"
+            )
+        if self.worksheets is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "worksheets are not available here")
+        try:
+            await self.worksheets.handle(sender, message)
+        except ProtocolError:
+            raise
+        except Exception:
+            log.exception("the worksheet handler failed on %s", message.TYPE)
+            raise ProtocolError(
+                ErrorCode.WORKSHEET_REFUSED, f"{message.TYPE} could not be handled; try again"
+            ) from None
 
     async def send(self, handle: Handle, message: Message) -> None:
         """Send ``message`` to the connection ``handle``, in order with everything else."""
@@ -168,6 +224,10 @@ class Switchboard:
     async def end(self, actor: Handle, appointment: str) -> None:
         await self._publish(self.registry.end(actor, appointment))
 
+    async def give_up(self, limit: dt.timedelta) -> None:
+        """Mark as left the participants gone for ``limit`` without reconnecting."""
+        await self._publish(self.registry.give_up(limit))
+
     async def relay(self, actor: Handle, message: Relayed) -> None:
         await self._publish(self.registry.relay(actor, message))
 
@@ -184,10 +244,14 @@ class Switchboard:
                 return registry.end(handle, message.appointment)
             case Leave():
                 return registry.leave(handle)
-            case Offer() | Answer() | Candidate():
+            case Offer() | Answer() | Candidate() | MediaState():
                 return registry.relay(handle, message)
+            case Chat():
+                return registry.chat(handle, message)
             case Ping():
                 return [Deliver(handle, Pong(ts=message.ts))]
+            case CallConnected():
+                return []  # for the server's metrics (see ``server.metrics``)
             case Pong():
                 return []
             case Hello():
@@ -204,7 +268,12 @@ class Switchboard:
         try:
             while self._outbox:
                 effect = self._outbox.popleft()
-                await self._fanout.publish(channel_of(effect.to), dump_effect(effect))
+                try:
+                    await self._fanout.publish(channel_of(effect.to), dump_effect(effect))
+                except FanoutUnavailable:
+                    # Without the broker only this instance's own sockets can be reached.
+                    if not await self._perform_locally(effect):
+                        self.undelivered += 1
         finally:
             self._draining = False
             if self._outbox:  # interrupted: finish in the background, keeping the order
@@ -218,22 +287,34 @@ class Switchboard:
         except ValueError:
             log.exception("dropping an unreadable effect on %s", channel)
             return
-        connection = self._local.get(channel, {}).get(effect.to.token)
+        await self._perform_locally(effect)
+
+    async def _perform_locally(self, effect: Effect) -> bool:
+        """Carry out ``effect`` if its connection is attached here; whether it was."""
+        connection = self._local.get(channel_of(effect.to), {}).get(effect.to.token)
         if connection is None:
-            return  # another instance's connection, or one already closed
+            return False  # another instance's connection, or one already closed
         if isinstance(effect, Close):
             await self._detach(effect.to)
             await connection.close(int(effect.code), effect.reason)
         else:
             await connection.send(effect.message)
+        return True
 
     async def _attach(self, handle: Handle, connection: Connection) -> None:
+        """Attach ``connection`` and subscribe to its channel.  While the fan-out is down,
+        ``ProtocolError(UNAVAILABLE)``: the socket is refused, and the browser retries."""
         channel = channel_of(handle)
         self._local.setdefault(channel, {})[handle.token] = connection
         if channel in self._subscriptions:
             return
         callback = partial(self._on_payload, channel)
-        subscription = await self._fanout.subscribe(channel, callback)
+        try:
+            subscription = await self._fanout.subscribe(channel, callback)
+        except FanoutUnavailable:
+            log.warning("fan-out unavailable: a socket was refused")
+            await self._detach(handle)
+            raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE) from None
         if channel in self._subscriptions:
             await subscription.cancel()  # a concurrent attach subscribed first
         else:

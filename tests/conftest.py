@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import secrets
 import socket
@@ -29,6 +30,7 @@ from server.db import create_engine, sessionmaker
 from server.migrate import upgrade
 from server.models import Therapist
 from server.settings import Settings, load_settings
+from tests.support.leaks import SECRETS, Collector, leaks
 
 TEST_DATABASE_URL = os.environ.get("ALCOVE_TEST_DATABASE_URL", "")
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -90,6 +92,24 @@ class PostgresDatabases:
 
 def is_postgres(url: str) -> bool:
     return url.startswith("postgresql")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_phi_in_logs() -> Iterator[Collector]:
+    """Every log line of the run, checked at the end for e-mail addresses and for the
+    tokens and client names the tests used (``tests.support.leaks``)."""
+    collector = Collector()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(collector)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield collector
+    finally:
+        root.removeHandler(collector)
+        root.setLevel(level)
+    found = leaks(collector.lines, SECRETS)
+    assert not found, f"{len(found)} log lines hold PHI or tokens:\n" + "\n".join(found[:20])
 
 
 @pytest.fixture

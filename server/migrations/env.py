@@ -5,7 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from server import models  # noqa: F401  (registers the tables)
+from server import (
+    models,  # noqa: F401  (registers the tables)
+    worksheet_models,  # noqa: F401  (registers the worksheet tables)
+)
 from server.db import Base
 
 target_metadata = Base.metadata

@@ -35,6 +35,7 @@ from server.worksheets.templates import Template
 EMPTY_UPDATE = b"\x00\x00"
 """A Yjs update with no structs and no deletions."""
 
+_BOOKKEEPING_BYTES = 32  # a new client's entry in the state, at most, besides the update
 _MAX_VARUINT_BITS = 53  # as lib0: larger numbers are not safe integers in JavaScript
 
 
@@ -166,6 +167,10 @@ class SharedWorksheet:
         limit: int = DOCUMENT_LIMIT,
     ) -> None:
         check_limits(template, doc, limit=limit)
+        #: An upper bound of the encoded document's size: each accepted update adds at most
+        #: its own length (and a little bookkeeping), so the document need not be encoded
+        #: on every keystroke to know it is within the limit.
+        self._size_bound = len(doc.get_update())
         self.template = template
         self.doc = doc
         self.limit = limit
@@ -232,7 +237,10 @@ class SharedWorksheet:
             # Some of it depends on changes the server has not seen: Yjs would keep it
             # pending, invisible and unsaved. Ask for everything missing instead.
             return Reply(reply=self.sync_step1())
-        check_limits(self.template, candidate, limit=self.limit)
+        bound = self._size_bound + len(update) + _BOOKKEEPING_BYTES
+        if bound > self.limit:
+            bound = len(candidate.get_update())  # measure, and start counting afresh
+        check_limits(self.template, candidate, limit=self.limit, size_bound=bound)
         self._receiving = True
         try:
             self.doc.apply_update(update)
@@ -242,6 +250,7 @@ class SharedWorksheet:
             self._receiving = False
             changes, self._received = self._received, []
         self._candidate = candidate
+        self._size_bound = bound
         if not changes:
             return Reply()
         change = changes[0] if len(changes) == 1 else merge_updates(*changes)
@@ -267,5 +276,6 @@ class SharedWorksheet:
             self._received.append(event.update)
             return
         self._candidate = None
+        self._size_bound += len(event.update) + _BOOKKEEPING_BYTES
         if self._on_change is not None:
             self._on_change(event.update)

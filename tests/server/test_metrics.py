@@ -146,6 +146,9 @@ async def test_a_session_and_a_booking_show_in_the_scrape(
     await call_page.expect("peer-joined")
     await client.send({"type": "admit", "participant": entry["participant"], "id": "x"})
     assert (await client.expect("error"))["error"] == "forbidden"
+    await client.send({"type": "call-connected", "admitToConnectedMs": 840})
+    await call_page.send({"type": "call-connected", "admitToConnectedMs": 10, "id": "y"})
+    assert (await call_page.expect("error"))["error"] == "forbidden"
     await round_trip(client, call_page)
     text, after = await scrape(cast)
 
@@ -160,7 +163,11 @@ async def test_a_session_and_a_booking_show_in_the_scrape(
     assert value(after, received, type="hello") == 2
     assert value(after, received, type="admit") == 2  # the client's too, refused
     assert value(after, received, type="ping") >= 2
-    assert value(after, "alcove_signalling_errors_total", code="forbidden") == 1
+    assert value(after, "alcove_signalling_errors_total", code="forbidden") == 2
+    assert value(after, "alcove_admit_to_connected_seconds_count") == 1
+    assert value(after, "alcove_admit_to_connected_seconds_sum") == 0.84
+    assert value(after, "alcove_admit_to_connected_seconds_bucket", le="0.5") == 0
+    assert value(after, "alcove_admit_to_connected_seconds_bucket", le="1.0") == 1
     assert value(after, "alcove_fanout_lag_seconds_count") > 0
 
     async with aiohttp.ClientSession() as http:

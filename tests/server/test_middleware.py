@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.app import create_app
+from server.logs import RequestIdFilter
 from server.models import Appointment, AppointmentStatus, Therapist
 from server.models import Client as ClientRecord
 from server.settings import Settings
@@ -64,7 +65,12 @@ async def test_unhandled_error_gets_a_500_page_without_the_exception(
     assert "RuntimeError" not in page
     assert "explode" not in page
     # The operator can find the failure from the reference the page shows.
-    logged = [r for r in caplog.records if response.headers["X-Request-Id"] in r.getMessage()]
+    caplog.handler.addFilter(RequestIdFilter())
+    logged = [
+        r
+        for r in caplog.records
+        if getattr(r, "request_id", None) == response.headers["X-Request-Id"]
+    ]
     assert logged
     assert logged[0].exc_info is not None
 

@@ -256,6 +256,7 @@ def test_integer_settings_are_the_ones_checked_below() -> None:
         "ALCOVE_LOGIN_WINDOW_MINUTES",
         "ALCOVE_JOIN_EARLY_MINUTES",
         "ALCOVE_JOIN_GRACE_MINUTES",
+        "ALCOVE_RECONNECT_LIMIT_SECONDS",
         "ALCOVE_TURN_TTL_MINUTES",
         "ALCOVE_SMTP_PORT",
         "ALCOVE_OUTBOX_POLL_SECONDS",

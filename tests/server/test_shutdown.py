@@ -71,9 +71,12 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def alcove_serve(database_url: str, tmp_path: Path) -> AsyncIterator[Served]:
-    """``alcove serve`` as a real process on a free port, ready (``/healthz`` answers)."""
-    port = free_port()
+async def alcove_serve(
+    database_url: str, tmp_path: Path, *, port: int | None = None
+) -> AsyncIterator[Served]:
+    """``alcove serve`` as a real process on ``port`` (a free one by default), ready
+    (``/healthz`` answers)."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALCOVE_")}
     env.update(
@@ -88,8 +91,8 @@ async def alcove_serve(database_url: str, tmp_path: Path) -> AsyncIterator[Serve
         ALCOVE_SHUTDOWN_DRAIN_SECONDS=str(DRAIN_SECONDS),
         ALCOVE_LOG_LEVEL="INFO",
     )
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
+    log = tmp_path / f"serve-{port}.log"
+    with log.open("ab") as out:
         process = await asyncio.create_subprocess_exec(
             str(ALCOVE), "serve", env=env, cwd=tmp_path, stdout=out, stderr=out
         )

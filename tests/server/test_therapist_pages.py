@@ -24,6 +24,7 @@ from server.models import (
     Therapist,
     WeeklyHours,
 )
+from server.worksheets import BUILTIN_TEMPLATES
 from tests.conftest import AiohttpClient, FakeClock, csrf_from, make_settings, sign_in
 from tests.server.test_booking_pages import locale_words, without_times
 from tests.server.test_i18n import extracted_messages, pseudo, untranslated, write_catalog
@@ -748,6 +749,7 @@ async def test_every_visible_text_on_the_therapist_pages_comes_from_the_catalog(
         f"{settings.public_url}/book/",
         "Individual and couples therapy.",
         "Call +1 555 0100.",
+        *(template.title for template in BUILTIN_TEMPLATES),  # content, offered as homework
         *locale_words(),
     ]
     user_data.sort(key=len, reverse=True)

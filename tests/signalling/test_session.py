@@ -117,7 +117,8 @@ async def test_a_therapist_hello_without_an_appointment_opens_a_lobby_socket(
         await session.disconnected()
     assert board.registry.role_of(session.handle) is None
     token = session.handle.token
-    assert [m for m in caplog.messages if "->" in m] == [
+    sessions = [r.getMessage() for r in caplog.records if r.name == "signalling.session"]
+    assert [m for m in sessions if "->" in m] == [
         f"therapist session {token}: hello -> lobby",
         f"therapist session {token}: lobby -> closed",
     ]

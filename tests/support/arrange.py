@@ -20,6 +20,7 @@ from server.models import (
     WeeklyHours,
 )
 from server.tokens import new_token, token_hash
+from tests.support.leaks import remember
 
 
 async def make_therapist(
@@ -52,6 +53,7 @@ async def make_appointment(
 ) -> tuple[Appointment, str]:
     """A client with one appointment, and the plain join token for it."""
     token = new_token()
+    remember(token, client_name, client_email)
     async with db() as session, session.begin():
         client = Client(therapist_id=therapist_id, name=client_name, email=client_email)
         session.add(client)
@@ -143,6 +145,7 @@ async def make_client(
     name: str = "Alex Morgan",
     email: str = "alex.morgan@example.com",
 ) -> Client:
+    remember(name, email)
     async with db() as session, session.begin():
         client = Client(therapist_id=therapist_id, name=name, email=email)
         session.add(client)

@@ -77,6 +77,10 @@ class SignallingClient:
         async with asyncio.timeout(within):
             return await self._queue(kind).get()
 
+    async def take(self, kind: str) -> Json:
+        """The next message of type ``kind``, with no time limit (for background readers)."""
+        return await self._queue(kind).get()
+
     async def expect_relayed(self) -> Json:
         """The next ``offer``, ``answer`` or ``candidate``, with no time limit."""
         return await self._queue(RELAYED_QUEUE).get()

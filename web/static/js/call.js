@@ -2,8 +2,9 @@
 // One WebRTC call between the two participants of an appointment, using the "perfect
 // negotiation" pattern (docs/PROTOCOL.md): the therapist is impolite, the client polite.
 //
-// A Call is created when `peer-joined` arrives and closed on `peer-left` or `ended`. It only
-// touches the DOM elements it is given (the remote <video>).
+// A Call is created when `peer-joined` arrives and closed on `peer-left` or `ended` — unless
+// its media is still connected, when the page keeps it through a dropped websocket
+// (call-reconnect.js). It only touches the DOM elements it is given (the remote <video>).
 
 /** @typedef {import("./protocol.js").SignallingConnection} SignallingConnection */
 /** @typedef {import("./protocol.js").IceServer} IceServer */
@@ -18,7 +19,7 @@
  */
 
 /** How long "disconnected" may last before an ICE restart is tried. */
-const DISCONNECTED_GRACE_MS = 4000;
+const DISCONNECTED_GRACE_MS = 3000;
 /** The polite side waits this long for the impolite side's first offer before offering itself. */
 const POLITE_OFFER_WAIT_MS = 3000;
 /** A call that has not connected after this long gets an ICE restart (from the impolite side). */
@@ -85,6 +86,15 @@ export class Call extends EventTarget {
   #disconnectedTimer;
   /** @type {Array<[string, EventListener]>} */
   #subscriptions = [];
+  /**
+   * What the video sender carries instead of the camera: `undefined` the camera, `null`
+   * nothing (audio only), or another track (a shared screen). @type {MediaStreamTrack | null | undefined}
+   */
+  #videoOverride = undefined;
+  /** The network changed (back online, another network): try new ICE paths. */
+  #onNetworkChange = () => {
+    if (this.#pc && this.#everConnected) this.#restartIce();
+  };
 
   // Perfect negotiation state.
   #makingOffer = false;
@@ -119,6 +129,22 @@ export class Call extends EventTarget {
 
   get remoteStream() {
     return this.#remoteStream;
+  }
+
+  /** The peer connection, for statistics (quality.js); null once closed. */
+  get peerConnection() {
+    return this.#pc;
+  }
+
+  /**
+   * Send `track` on the video sender instead of the camera, without renegotiation:
+   * `null` sends nothing (audio only), a screen track shares the screen, `undefined`
+   * goes back to the camera.
+   * @param {MediaStreamTrack | null | undefined} track
+   */
+  overrideVideo(track) {
+    this.#videoOverride = track;
+    this.setLocalStream(this.#localStream);
   }
 
   /** Create the RTCPeerConnection, listen for relayed messages and add the local tracks. */
@@ -162,9 +188,11 @@ export class Call extends EventTarget {
       if (!("connectionState" in pc)) this.#updateState();
     });
 
-    this.#subscribe("offer", (message) => this.#onDescription({ type: "offer", sdp: /** @type {OfferMessage} */ (message).sdp }));
-    this.#subscribe("answer", (message) => this.#onDescription({ type: "answer", sdp: /** @type {AnswerMessage} */ (message).sdp }));
-    this.#subscribe("candidate", (message) => this.#onCandidate(/** @type {CandidateMessage} */ (message).candidate));
+    if (this.#subscriptions.length === 0) {
+      this.#subscribe("offer", (message) => this.#onDescription({ type: "offer", sdp: /** @type {OfferMessage} */ (message).sdp }));
+      this.#subscribe("answer", (message) => this.#onDescription({ type: "answer", sdp: /** @type {AnswerMessage} */ (message).sdp }));
+      this.#subscribe("candidate", (message) => this.#onCandidate(/** @type {CandidateMessage} */ (message).candidate));
+    }
 
     // Avoid an offer collision on every call set-up (perfect negotiation survives one, but
     // browsers are fragile when a rollback lands mid-gathering): the impolite side offers
@@ -182,6 +210,9 @@ export class Call extends EventTarget {
     this.#watchdogTimer = setTimeout(() => {
       if (this.#pc === pc && !this.#everConnected) this.#restartIce();
     }, CONNECT_WATCHDOG_MS);
+    window.addEventListener("online", this.#onNetworkChange);
+    const network = /** @type {{connection?: EventTarget}} */ (navigator).connection;
+    if (network) network.addEventListener("change", this.#onNetworkChange);
     this.#setState("connecting");
   }
 
@@ -203,7 +234,8 @@ export class Call extends EventTarget {
     const pc = this.#pc;
     if (!pc || !this.#attached) return;
     for (const kind of /** @type {Array<"audio" | "video">} */ (["audio", "video"])) {
-      const track = stream ? stream.getTracks().find((t) => t.kind === kind && t.readyState === "live") || null : null;
+      let track = stream ? stream.getTracks().find((t) => t.kind === kind && t.readyState === "live") || null : null;
+      if (kind === "video" && this.#videoOverride !== undefined) track = this.#videoOverride;
       const transceiver = this.#transceivers[kind];
       if (transceiver) {
         // Another device of the same kind, or one that came back: swap the track.
@@ -253,6 +285,9 @@ export class Call extends EventTarget {
     clearTimeout(this.#disconnectedTimer);
     clearTimeout(this.#attachTimer);
     clearTimeout(this.#watchdogTimer);
+    window.removeEventListener("online", this.#onNetworkChange);
+    const network = /** @type {{connection?: EventTarget}} */ (navigator).connection;
+    if (network) network.removeEventListener("change", this.#onNetworkChange);
     for (const [type, listener] of this.#subscriptions) {
       this.#connection.removeEventListener(type, listener);
     }
@@ -295,10 +330,42 @@ export class Call extends EventTarget {
     }
   }
 
+  /**
+   * The other browser started over with a new peer connection (its page was reloaded, or it
+   * dropped its call while this one was kept through a reconnect): this peer connection
+   * cannot talk to it, so make a new one as well, and answer its offer if it sent one.
+   * @param {RTCSessionDescriptionInit | null} offer
+   */
+  #startOver(offer) {
+    const old = this.#pc;
+    if (!old) return;
+    clearTimeout(this.#disconnectedTimer);
+    clearTimeout(this.#attachTimer);
+    clearTimeout(this.#watchdogTimer);
+    window.removeEventListener("online", this.#onNetworkChange);
+    const network = /** @type {{connection?: EventTarget}} */ (navigator).connection;
+    if (network) network.removeEventListener("change", this.#onNetworkChange);
+    this.#pc = null;
+    old.close();
+    this.#transceivers = { audio: null, video: null };
+    this.#attached = false;
+    this.#everConnected = false;
+    this.#makingOffer = false;
+    this.#ignoreOffer = false;
+    this.#isSettingRemoteAnswerPending = false;
+    this.#remoteStream = null;
+    this.start();
+    if (offer) this.#onDescription(offer);
+  }
+
   /** @param {RTCSessionDescriptionInit} description */
   async #onDescription(description) {
     const pc = this.#pc;
     if (!pc) return;
+    if (startedOver(pc, description)) {
+      this.#startOver(description.type === "offer" ? description : null);
+      return;
+    }
     try {
       const readyForOffer =
         !this.#makingOffer && (pc.signalingState === "stable" || this.#isSettingRemoteAnswerPending);
@@ -395,6 +462,27 @@ export class Call extends EventTarget {
     console.warn("call:", error);
     this.dispatchEvent(new CustomEvent("problem", { detail: { error } }));
   }
+}
+
+/**
+ * The DTLS fingerprint in a session description: it names the peer connection that made it.
+ * @param {string | undefined} sdp
+ */
+export function fingerprintOf(sdp) {
+  const match = sdp ? /^a=fingerprint:(.+)$/m.exec(sdp) : null;
+  return match ? match[1].trim().toLowerCase() : null;
+}
+
+/**
+ * Whether `description` comes from another peer connection than the one `pc` talks to.
+ * @param {RTCPeerConnection} pc
+ * @param {RTCSessionDescriptionInit} description
+ */
+function startedOver(pc, description) {
+  const current = pc.currentRemoteDescription || pc.remoteDescription;
+  const before = current ? fingerprintOf(current.sdp) : null;
+  const now = fingerprintOf(description.sdp);
+  return Boolean(before && now && before !== now);
 }
 
 /**

@@ -291,6 +291,8 @@ class EntryView {
       if (nodes.length) nodes.push(" · ");
       nodes.push(span);
     }
+    const connection = connectionLabel(devices);
+    if (connection) nodes.push(" · ", connection);
     this.devices.replaceChildren(...nodes);
   }
 
@@ -366,6 +368,8 @@ function setText(element, text) {
 
 /** @param {LobbyEntry} entry */
 function stateLabel(entry) {
+  // Admitted but not connected: the server keeps them admitted while they come back.
+  if (!entry.online && entry.state !== "waiting") return t("stateReconnecting", "reconnecting…");
   if (!entry.online) return t("stateOffline", "Offline");
   if (entry.state === "waiting") return t("stateWaiting", "Waiting");
   if (entry.state === "admitted") return t("stateAdmitted", "Admitted");
@@ -379,6 +383,39 @@ function stateLabel(entry) {
 function deviceLabel(kind, status) {
   const key = `${kind}${status[0].toUpperCase()}${status.slice(1)}`;
   return { ok: status === "ok", text: t(key, `${kind}: ${status}`) };
+}
+
+/**
+ * The client's connection test (optional in the device summary), as a span; null if not run.
+ * @param {object} devices
+ */
+function connectionLabel(devices) {
+  /** @type {import("./connection-test.js").ConnectionSummary | undefined} */
+  const connection = /** @type {any} */ (devices).connection;
+  if (!connection) return null;
+  const key = `connection${connection.verdict[0].toUpperCase()}${connection.verdict.slice(1)}`;
+  const ok = connection.verdict === "good" || connection.verdict === "fair";
+  const span = document.createElement("span");
+  span.className = "lobby-connection";
+  const mark = document.createElement("span");
+  mark.setAttribute("aria-hidden", "true");
+  mark.textContent = ok ? "✓ " : "✗ ";
+  const label = document.createElement("span");
+  if (!ok) label.className = "connection-problem";
+  label.textContent = t(key, `connection: ${connection.verdict}`);
+  span.append(mark, label);
+  if (connection.verdict !== "failed") {
+    /** @param {number | null} value */
+    const shown = (value) => (value === null ? "–" : value.toLocaleString());
+    const details = t("connectionDetails", "{rtt} ms, {loss} %, {up}/{down} kbit/s", {
+      rtt: shown(connection.rttMs),
+      loss: shown(connection.lossPercent),
+      up: shown(connection.kbpsUp),
+      down: shown(connection.kbpsDown),
+    });
+    span.append(` (${details})`);
+  }
+  return span;
 }
 
 /** @param {string} url */

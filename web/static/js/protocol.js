@@ -22,7 +22,7 @@ const LIVENESS_CHECK_MS = 5_000;
 // Data structures
 
 /** @typedef {"ok" | "missing" | "denied"} DeviceStatus */
-/** @typedef {{camera: DeviceStatus, microphone: DeviceStatus}} DeviceSummary */
+/** @typedef {{camera: DeviceStatus, microphone: DeviceStatus, connection?: import("./connection-test.js").ConnectionSummary}} DeviceSummary */
 /** @typedef {"therapist" | "client"} Role */
 /** @typedef {"waiting" | "admitted" | "in_call" | "left" | "ended"} ParticipantState */
 /** @typedef {{urls: string[], username?: string, credential?: string}} IceServer */
@@ -79,15 +79,19 @@ const LIVENESS_CHECK_MS = 5_000;
 /** @typedef {{type: "answer", id?: string, sdp: string}} AnswerMessage */
 /** @typedef {{type: "candidate", id?: string, candidate: IceCandidateInit | null}} CandidateMessage */
 /** @typedef {{type: "leave", id?: string}} LeaveMessage */
+/** A line of text chat, relayed while both are in the call; never stored. @typedef {{type: "chat", id?: string, text: string}} ChatMessage */
+/** What the sender is sending. @typedef {{type: "media", id?: string, video: "on" | "paused", screen: boolean}} MediaMessage */
 
 /**
  * @typedef {HelloMessage | PingMessage | PongMessage | AdmitMessage | SendBackMessage | TextMessage
- *   | EndMessage | OfferMessage | AnswerMessage | CandidateMessage | LeaveMessage} OutgoingMessage
+ *   | EndMessage | OfferMessage | AnswerMessage | CandidateMessage | LeaveMessage | ChatMessage
+ *   | MediaMessage} OutgoingMessage
  */
 /**
  * @typedef {WelcomeMessage | PingMessage | PongMessage | ErrorMessage | WaitingMessage | LobbyMessage
  *   | AdmittedMessage | SentBackMessage | MessageToWaitingMessage | EndedMessage | PeerJoinedMessage
- *   | PeerLeftMessage | OfferMessage | AnswerMessage | CandidateMessage} IncomingMessage
+ *   | PeerLeftMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage
+ *   | MediaMessage} IncomingMessage
  */
 
 /** @typedef {"connecting" | "open" | "reconnecting" | "closed"} ConnectionState */

@@ -6,6 +6,7 @@ import "./localtime.js";
 import { SignallingConnection, CLOSE_ENDED, CLOSE_POLICY_VIOLATION, CLOSE_REPLACED } from "./protocol.js";
 import { LocalMedia, bindPagePickers, setSpeaker } from "./devices.js";
 import { Call } from "./call.js";
+import { mountCallExtrasSafely } from "./call-extras.js";
 import { announce, attachStream, byId, setPressed, showSection, stringsFrom, twoStep } from "./ui.js";
 
 /** @typedef {import("./protocol.js").WelcomeMessage} WelcomeMessage */
@@ -72,6 +73,8 @@ const pending = new Set();
 const connection = new SignallingConnection({
   hello: () => ({ version: 1, appointment }),
 });
+/** Reconnecting, audio only, screen sharing, quality, timer and chat (call-extras.js). */
+const extras = mountCallExtrasSafely({ connection, media, appointment });
 
 /**
  * @template T
@@ -188,6 +191,7 @@ function closeCall() {
     call.close();
     call = null;
   }
+  extras.callClosed();
   el.remotePlaceholder.hidden = false;
   el.playRemote.hidden = true;
   setConnectionState(tn("peerWaiting", "Waiting for {name} to join…"), "waiting");
@@ -211,6 +215,8 @@ on("lobby", (/** @type {LobbyMessage} */ message) => {
 on("peer-joined", (/** @type {PeerJoinedMessage} */ message) => {
   if (!welcome) return;
   if (message.role === "client") clientId = message.participant;
+  // Back after a dropped connection, with the media still flowing: keep the call.
+  if (extras.keepOnPeerJoined(call)) return;
   closeCall();
   setConnectionState(t("callConnecting", "Connecting…"), "connecting");
   call = new Call({
@@ -230,10 +236,11 @@ on("peer-joined", (/** @type {PeerJoinedMessage} */ message) => {
   call.addEventListener("autoplayblocked", () => {
     el.playRemote.hidden = false;
   });
+  extras.callStarted(call);
   call.start();
 });
 
-on("peer-left", () => closeCall());
+on("peer-left", () => extras.peerLeft(call, closeCall));
 
 on("ended", () => finish("ended"));
 
@@ -338,6 +345,21 @@ el.useHere.addEventListener("click", startAgain);
 el.tryAgain.addEventListener("click", startAgain);
 
 // ---------------------------------------------------------------------------------------
+// Worksheets (worksheet-call.js), loaded on their own: without them the call still works.
 
-connection.connect();
+/** Mount the worksheet panel; resolves either way, so the call can connect after it. */
+async function loadWorksheets() {
+  try {
+    const { mountCallWorksheet } = await import("./worksheet-call.js");
+    mountCallWorksheet({ connection, appointment });
+  } catch (error) {
+    console.warn("worksheets unavailable:", error);
+    byId("call-layout").dataset.worksheet = "closed";
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
 media.start();
+// Connect once the panel listens, so the `worksheet` that follows `welcome` is not missed.
+loadWorksheets().finally(() => connection.connect());

@@ -15,6 +15,8 @@ import {
   showPermissionHelp,
 } from "./devices.js";
 import { Call } from "./call.js";
+import { mountCallExtrasSafely } from "./call-extras.js";
+import { storedConnectionSummary } from "./connection-test.js";
 import { attachStream, byId, formatTime, setPressed, showSection, stringsFrom } from "./ui.js";
 
 /** @typedef {import("./protocol.js").WelcomeMessage} WelcomeMessage */
@@ -75,6 +77,10 @@ let connection = null;
 let welcome = null;
 /** @type {Call | null} */
 let call = null;
+/** When `admitted` arrived (performance.now()), until the call connects. @type {number | null} */
+let admittedAt = null;
+/** Reconnecting, audio only, screen sharing, quality, timer and chat (call-extras.js). @type {import("./call-extras.js").CallExtras | null} */
+let extras = null;
 let speakerId = "";
 let sentBack = false;
 let leaving = false;
@@ -197,11 +203,35 @@ function connect() {
   leaving = false;
   if (!connection) {
     connection = new SignallingConnection({
-      hello: () => (mediaChecked ? { version: 1, devices: media.summary() } : { version: 1 }),
+      hello: () =>
+        mediaChecked
+          ? { version: 1, devices: { ...media.summary(), ...storedConnectionSummary() } }
+          : { version: 1 },
     });
     wire(connection);
+    extras = mountCallExtrasSafely({ connection, media });
+    worksheetsReady = mountWorksheets(connection);
   }
-  connection.connect();
+  const conn = connection;
+  // Once the worksheet panel listens, so the `worksheet` that follows `welcome` is not missed.
+  worksheetsReady.finally(() => conn.connect());
+}
+
+/** @type {Promise<void>} */
+let worksheetsReady = Promise.resolve();
+
+/**
+ * The worksheet panel (worksheet-call.js), loaded on its own: without it the call still works.
+ * In the waiting room no worksheet is shown.
+ * @param {SignallingConnection} conn
+ */
+async function mountWorksheets(conn) {
+  try {
+    const { mountCallWorksheet } = await import("./worksheet-call.js");
+    mountCallWorksheet({ connection: conn, closeOn: ["waiting", "sent-back"] });
+  } catch (error) {
+    console.warn("worksheets unavailable:", error);
+  }
 }
 
 /** @param {string} text */
@@ -256,6 +286,7 @@ function wire(conn) {
   });
 
   on("admitted", () => {
+    admittedAt = performance.now();
     enterCall(t("admitted", "Your therapist is letting you in…"), "waiting");
   });
 
@@ -268,6 +299,8 @@ function wire(conn) {
 
   on("peer-joined", () => {
     if (!welcome) return;
+    // Back after a dropped connection, with the media still flowing: keep the call.
+    if (extras && extras.keepOnPeerJoined(call)) return;
     closeCall();
     enterCall(t("callConnecting", "Connecting…"), "connecting");
     call = new Call({
@@ -278,7 +311,14 @@ function wire(conn) {
       remoteVideo: el.remoteVideo,
     });
     call.addEventListener("statechange", (event) => {
-      renderCallState(/** @type {CustomEvent<{state: CallState}>} */ (event).detail.state);
+      const state = /** @type {CustomEvent<{state: CallState}>} */ (event).detail.state;
+      renderCallState(state);
+      if (state === "connected" && admittedAt !== null) {
+        // For the operators' admit-to-connected metric: a number, nothing about the client.
+        const ms = Math.min(Math.round(performance.now() - admittedAt), 3_600_000);
+        admittedAt = null;
+        conn.send(/** @type {any} */ ({ type: "call-connected", admitToConnectedMs: ms }));
+      }
     });
     call.addEventListener("remotestream", () => {
       el.remotePlaceholder.hidden = true;
@@ -287,12 +327,17 @@ function wire(conn) {
     call.addEventListener("autoplayblocked", () => {
       el.playRemote.hidden = false;
     });
+    if (extras) extras.callStarted(call);
     call.start();
   });
 
   on("peer-left", () => {
-    closeCall();
-    setConnectionState(t("peerLeft", "Your therapist has left the call for a moment."), "waiting");
+    const away = () => {
+      closeCall();
+      setConnectionState(t("peerLeft", "Your therapist has left the call for a moment."), "waiting");
+    };
+    if (extras) extras.peerLeft(call, away);
+    else away();
   });
 
   on("ended", () => finish("ended"));
@@ -369,6 +414,7 @@ function closeCall() {
     call.close();
     call = null;
   }
+  if (extras) extras.callClosed();
   el.remotePlaceholder.hidden = false;
   el.playRemote.hidden = true;
 }

@@ -1,0 +1,157 @@
+"""Benchmark: signalling relay latency and throughput, memory per idle participant, and the
+Redis hop; ours against the reference PeerJS server.
+
+1. Relay.  ``--pairs`` pairs of websockets relay ``--size``-byte ``candidate`` messages in a
+   closed loop (one message in flight per pair) through a server in its own process: ours
+   (each pair a therapist and an admitted client in a call; the per-socket rate limit
+   lifted, see ``bench.fanout.serve``), ours with ``ALCOVE_REDIS_URL`` set (every effect
+   through Redis), and PeerJS (``CANDIDATE`` messages between two peer ids).
+2. The Redis hop.  The same loop straight on the fan-out: two ``RedisFanout`` instances in
+   this process against one ``LocalFanout``; publish → callback latency.  Once with the
+   relay's load, once with a single pair (the hop without queueing).
+3. Memory.  ``--idle`` websockets connected and idle (ours: clients in the waiting room of
+   their own appointments, after ``hello``; PeerJS: peers after ``OPEN``); the growth of
+   the server process's resident set, per socket.
+
+The load runs in this process (with uvloop if it is installed), the server in another.
+
+    python -m bench.fanout [--pairs 100] [--size 200] [--seconds 10] [--idle 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+
+from bench.common import machine, percentile
+from bench.fanout import alcove, hop, peerjs, relay
+
+REDIS_URL = os.environ.get("ALCOVE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+WARMUP = 2.0
+WARM_SOCKETS = 50
+SETTLE = 2.0
+
+
+async def relay_ours(args: argparse.Namespace, **env: str) -> relay.Result:
+    async with alcove.running_server(**env) as server:
+        people = alcove.People()
+        try:
+            pairs = await alcove.pairs_in_calls(server, people, args.pairs, args.size)
+            return await relay.run(
+                pairs,
+                alcove.is_relayed,
+                alcove.answer_pings,
+                warmup=WARMUP,
+                seconds=args.seconds,
+                server_pid=server.pid,
+            )
+        finally:
+            await people.close()
+
+
+async def relay_peerjs(args: argparse.Namespace) -> relay.Result:
+    async with peerjs.running_server() as server:
+        peers = peerjs.Peers()
+        try:
+            pairs = await peerjs.pairs(server, peers, args.pairs, args.size)
+            return await relay.run(
+                pairs,
+                peerjs.is_relayed,
+                peerjs.nothing_to_answer,
+                warmup=WARMUP,
+                seconds=args.seconds,
+                server_pid=server.pid,
+            )
+        finally:
+            await peers.close()
+
+
+async def memory_ours(count: int) -> float:
+    async with alcove.running_server() as server:
+        people = alcove.People()
+        try:
+            await alcove.idle_participants(server, people, WARM_SOCKETS)
+            await asyncio.sleep(SETTLE)
+            before = relay.rss_bytes(server.pid)
+            await alcove.idle_participants(server, people, count)
+            await asyncio.sleep(SETTLE)
+            after = relay.rss_bytes(server.pid)
+        finally:
+            await people.close()
+    return (after - before) / count
+
+
+async def memory_peerjs(count: int) -> float:
+    async with peerjs.running_server() as server:
+        peers = peerjs.Peers()
+        try:
+            await peerjs.idle(server, peers, WARM_SOCKETS)
+            await asyncio.sleep(SETTLE)
+            before = relay.rss_bytes(server.pid)
+            await peerjs.idle(server, peers, count, offset=WARM_SOCKETS)
+            await asyncio.sleep(SETTLE)
+            after = relay.rss_bytes(server.pid)
+        finally:
+            await peers.close()
+    return (after - before) / count
+
+
+def _ms(result: relay.Result, fraction: float) -> float:
+    return percentile(result.latencies, fraction) * 1000
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    gc.freeze()
+    print(f"bench/fanout: {args.pairs} pairs, {args.size}-byte messages, closed loop, ", end="")
+    print(f"{args.seconds:g} s measured after {WARMUP:g} s")
+    print(f"machine: {machine()}")
+    peerjs.install()
+
+    print("\nrelay through the server (latency: send -> the other side has read it)")
+    ours = await relay_ours(args)
+    print(f"  ours (in-process fan-out)  {ours.line()}")
+    ours_redis = await relay_ours(args, ALCOVE_REDIS_URL=REDIS_URL)
+    print(f"  ours (through Redis)       {ours_redis.line()}")
+    reference = await relay_peerjs(args)
+    print(f"  PeerJS {peerjs.VERSION}               {reference.line()}")
+    print(
+        f"  ours / PeerJS: throughput {ours.throughput / reference.throughput:.2f}x, "
+        f"p50 {_ms(ours, 0.5) / _ms(reference, 0.5):.2f}x, "
+        f"p99 {_ms(ours, 0.99) / _ms(reference, 0.99):.2f}x"
+    )
+
+    print("\nthe Redis hop (publish -> callback, two RedisFanouts in one process)")
+    for pairs in (args.pairs, 1):
+        results = await hop.measure(
+            REDIS_URL, pairs=pairs, size=args.size, warmup=WARMUP, seconds=args.seconds
+        )
+        local, redis = results["local"], results["redis"]
+        print(f"  {pairs:3d} pair(s), LocalFanout  {local.line()}")
+        print(f"  {pairs:3d} pair(s), RedisFanout  {redis.line()}")
+        print(f"  {pairs:3d} pair(s), added p50 {_ms(redis, 0.5) - _ms(local, 0.5):.3f} ms")
+
+    print(f"\nmemory per idle connected participant ({args.idle} websockets, RSS growth)")
+    print(f"  ours    {await memory_ours(args.idle) / 1024:7.1f} KiB")
+    print(f"  PeerJS  {await memory_peerjs(args.idle) / 1024:7.1f} KiB")
+
+
+def _event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--idle", type=int, default=2000)
+    _event_loop_policy()
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,153 @@
+"""Benchmark: live worksheet update latency and server CPU, Alcove against the Yjs reference.
+
+``pairs`` worksheets are open at once, each shared by two typists (the therapist and the
+client of a call); every typist types into the same long-text field of its worksheet at
+``rate`` updates a second, each update one character as a y-protocols update message. The
+latency of an update is the time from its send by one typist until the other has received
+and applied it. The same load, with the same pycrdt typists, runs against the reference
+Node server (``@y/websocket-server`` with ``yjs``) and against Alcove's own server
+(``alcove serve`` in a separate process, so that its CPU time can be read), alternating
+for ``rounds`` rounds so that both see the same machine; the rounds are pooled.
+
+    python -m bench.worksheet [--pairs 50] [--rate 20] [--seconds 30] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import aiohttp
+
+from bench.common import machine, percentile
+from bench.worksheet import alcove, reference
+from bench.worksheet.load import Pair, Result, drive, pooled, wait_ready
+
+FIELD = "went_well"
+TEMPLATE = "weekly-check-in"
+REFERENCE = "reference (@y/websocket-server)"
+ALCOVE = "Alcove"
+
+
+async def run_reference(args: argparse.Namespace) -> Result:
+    async with (
+        reference.running_reference() as (base, pid),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
+    ):
+        pairs = await reference.connect_pairs(http, base, args.pairs, FIELD, TEMPLATE)
+        return await _measure(REFERENCE, pairs, pid, args)
+
+
+async def run_alcove(args: argparse.Namespace) -> Result:
+    async with alcove.running_alcove(args.pairs) as served:
+        pairs = await alcove.connect_pairs(served, FIELD, TEMPLATE)
+        return await _measure(ALCOVE, pairs, served.pid, args)
+
+
+async def _measure(label: str, pairs: Sequence[Pair], pid: int, args: argparse.Namespace) -> Result:
+    try:
+        await wait_ready(pairs)
+        print(f"{label}: {len(pairs)} worksheets open; typing", file=sys.stderr, flush=True)
+        return await drive(
+            label, pairs, pid, rate=args.rate, warmup=args.warmup, seconds=args.seconds
+        )
+    finally:
+        await asyncio.gather(*(link.close() for pair in pairs for link in pair.links))
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _row(result: Result) -> str:
+    return (
+        f"| {result.label} | {_ms(result.latency(0.5))} | {_ms(result.latency(0.99))} "
+        f"| {result.cpu_per_update * 1e6:.0f} µs | {result.server_cpu / result.window:.0%} "
+        f"| {result.relayed / result.window:.0f} |"
+    )
+
+
+def report(rounds: dict[str, list[Result]], args: argparse.Namespace) -> None:
+    print(
+        f"bench/worksheet: {args.pairs} worksheets ({2 * args.pairs} typists), "
+        f"{args.rate:g} updates/s per typist, {len(next(iter(rounds.values())))} round(s) of "
+        f"{args.seconds:g} s measured after {args.warmup:g} s warm-up"
+    )
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}")
+    results = {label: pooled(label, each) for label, each in rounds.items()}
+    offered = 2 * args.pairs * args.rate
+    print(
+        "| server | p50 | p99 | CPU per update | server CPU (of one core) "
+        f"| updates relayed/s (of {offered:.0f} sent) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for result in results.values():
+        print(_row(result))
+    if ALCOVE in results and REFERENCE in results:
+        ours, ref = results[ALCOVE], results[REFERENCE]
+        print(
+            f"| ours / reference | {ours.latency(0.5) / ref.latency(0.5):.2f}× "
+            f"| {ours.latency(0.99) / ref.latency(0.99):.2f}× "
+            f"| {ours.cpu_per_update / ref.cpu_per_update:.2f}× | | |"
+        )
+    print()
+    for label, each in rounds.items():
+        for number, result in enumerate(each, 1):
+            print(
+                f"{label}, round {number}: p50 {_ms(result.latency(0.5))}, "
+                f"p99 {_ms(result.latency(0.99))}, {result.cpu_per_update * 1e6:.0f} µs/update; "
+                f"{result.sent} updates sent, {result.lost} lost, "
+                f"{result.relayed / result.window:.0f} relayed/s, "
+                f"{result.diverged} worksheets diverged; generator CPU "
+                f"{result.generator_cpu / result.window:.0%}, send slip p99 "
+                f"{_ms(percentile(result.slips, 0.99))}"
+            )
+            for error in sorted(set(result.errors))[:5]:
+                print(f"  server error: {error} (x{result.errors.count(error)})")
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop's runner when it is installed (it is optional: the benchmark works without)."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return asyncio.run
+    run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
+    return run
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    chosen = {"reference": REFERENCE, "alcove": ALCOVE}
+    servers = [REFERENCE, ALCOVE] if args.only is None else [chosen[args.only]]
+    try:
+        if REFERENCE in servers:
+            reference.install()
+    except reference.ReferenceUnavailable as error:
+        print(f"bench/worksheet: skipping the reference server: {error}")
+        servers.remove(REFERENCE)
+    rounds: dict[str, list[Result]] = {label: [] for label in servers}
+    runners = {REFERENCE: run_reference, ALCOVE: run_alcove}
+    for number in range(args.rounds):
+        # Alternate which goes first, so that neither always follows the other's aftermath.
+        order = servers if number % 2 == 0 else servers[::-1]
+        for label in order:
+            rounds[label].append(await runners[label](args))
+    report(rounds, args)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=20.0, help="updates/s per typist")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured time per round")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", choices=("reference", "alcove"), help="one server only")
+    _event_loop_runner()(main(parser.parse_args()))

@@ -1,0 +1,273 @@
+"""Worksheets being edited right now: one authoritative document each, saved as edits flow.
+
+``LiveWorksheets`` loads a worksheet when its first subscriber attaches (a participant of a
+call, or the client's homework page), applies every incoming Yjs message to the document,
+answers the sender and relays the change to the other subscribers.
+
+Saving is debounced: the first change after a save starts a timer of ``save_delay``
+seconds, and everything received until it fires is written in one transaction, together
+with one audit event per person who edited (never the content). A save is announced to
+every subscriber with ``worksheet-saved``: an edit is *acknowledged* once a save covering
+it was announced, and from then on survives any restart. ``flush`` saves at once; it runs
+when a call ends, when the last subscriber leaves, and when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server import audit, worksheet_store
+from server.audit import Actor
+from server.worksheets import SharedWorksheet, Template, compact, load, render
+from server.worksheets.templates import template_to_json
+from signalling.messages import Message
+from signalling.worksheet_messages import (
+    Editing,
+    WorksheetSaved,
+    WorksheetShown,
+    Yjs,
+    worksheet_ref,
+)
+
+log = logging.getLogger(__name__)
+
+SAVE_DELAY_SECONDS = 1.0
+
+
+class Subscriber(Protocol):
+    """Someone with a worksheet open: a call participant, or a homework page."""
+
+    @property
+    def key(self) -> str:
+        """Stable for the person across reconnects (their participant id, say)."""
+
+    @property
+    def actor(self) -> tuple[Actor, int]:
+        """Who they are, for the audit trail."""
+
+    async def deliver(self, message: Message) -> None:
+        """Send ``message`` to them; must not wait on a slow peer."""
+
+
+class WorksheetGone(LookupError):
+    """The worksheet does not exist (any more)."""
+
+
+@dataclass
+class _Live:
+    worksheet_id: int
+    title: str
+    template: Template
+    shared: SharedWorksheet
+    revision: int
+    subscribers: dict[str, Subscriber] = field(default_factory=dict)
+    #: Who changed the document since the last save.
+    editors: set[tuple[Actor, int]] = field(default_factory=set)
+    saver: asyncio.TimerHandle | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def ref(self) -> str:
+        return worksheet_ref(self.worksheet_id)
+
+    def shown(self) -> WorksheetShown:
+        return WorksheetShown(
+            worksheet=self.ref, title=self.title, template=template_to_json(self.template)
+        )
+
+
+class LiveWorksheets:
+    """The documents of this instance's open worksheets."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        clock: Callable[[], dt.datetime],
+        *,
+        save_delay: float = SAVE_DELAY_SECONDS,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._clock = clock
+        self._save_delay = save_delay
+        self._live: dict[int, _Live] = {}
+        self._loading: dict[int, asyncio.Lock] = {}
+        self._saves: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def is_live(self, worksheet_id: int) -> bool:
+        return worksheet_id in self._live
+
+    def subscribers(self, worksheet_id: int) -> list[str]:
+        live = self._live.get(worksheet_id)
+        return sorted(live.subscribers) if live is not None else []
+
+    async def attach(self, worksheet_id: int, subscriber: Subscriber) -> None:
+        """Open the worksheet for ``subscriber``: it is sent ``worksheet``, the server's sync
+        step 1 and, if nothing is waiting to be saved, ``worksheet-saved``; then every
+        change.  Audited as a read."""
+        live = await self._load(worksheet_id)
+        live.subscribers[subscriber.key] = subscriber
+        await self._audit(worksheet_id, [subscriber.actor], "worksheet.open")
+        await subscriber.deliver(live.shown())
+        await subscriber.deliver(Yjs(worksheet=live.ref, data=live.shared.sync_step1()))
+        if not live.shared.dirty:  # all the server has is stored already: say so
+            await subscriber.deliver(WorksheetSaved(worksheet=live.ref, revision=live.revision))
+
+    async def detach(self, worksheet_id: int, key: str) -> None:
+        """``key`` no longer has the worksheet open; the last one out saves and unloads it."""
+        live = self._live.get(worksheet_id)
+        if live is None or live.subscribers.pop(key, None) is None:
+            return
+        if not live.subscribers:
+            await self.flush(worksheet_id)
+            if not live.subscribers and self._live.get(worksheet_id) is live:
+                del self._live[worksheet_id]
+
+    async def receive(self, worksheet_id: int, subscriber: Subscriber, data: bytes) -> None:
+        """Apply one Yjs message from ``subscriber``.
+
+        Raises ``SyncError`` or ``LimitError`` (the document is then unchanged) and
+        ``WorksheetGone``; the caller tells the sender.
+        """
+        live = self._live.get(worksheet_id)
+        if live is None or subscriber.key not in live.subscribers:
+            raise WorksheetGone(worksheet_ref(worksheet_id))
+        reply = live.shared.receive(data)
+        if reply.broadcast is not None:
+            live.editors.add(subscriber.actor)
+            self._schedule_save(live)
+        if reply.reply is not None:
+            await subscriber.deliver(Yjs(worksheet=live.ref, data=reply.reply))
+        if reply.broadcast is not None:
+            update = Yjs(worksheet=live.ref, data=reply.broadcast)
+            for key, other in list(live.subscribers.items()):
+                if key != subscriber.key:
+                    await other.deliver(update)
+
+    async def editing(self, worksheet_id: int, subscriber: Subscriber, path: str | None) -> None:
+        """Tell the others which field ``subscriber`` is in."""
+        live = self._live.get(worksheet_id)
+        if live is None or subscriber.key not in live.subscribers:
+            raise WorksheetGone(worksheet_ref(worksheet_id))
+        message = Editing(worksheet=live.ref, field=path)
+        for key, other in list(live.subscribers.items()):
+            if key != subscriber.key:
+                await other.deliver(message)
+
+    async def flush(self, worksheet_id: int | None = None) -> None:
+        """Save now what has not been saved (of one worksheet, or of all)."""
+        targets = list(self._live.values())
+        if worksheet_id is not None:
+            targets = [live for live in targets if live.worksheet_id == worksheet_id]
+        for live in targets:
+            await self._save(live)
+
+    async def close(self) -> None:
+        """Save everything and stop (the server is shutting down)."""
+        self._closed = True
+        await self.flush()
+        for task in list(self._saves):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._live.clear()
+
+    # Loading and saving
+
+    async def _load(self, worksheet_id: int) -> _Live:
+        live = self._live.get(worksheet_id)
+        if live is not None:
+            return live
+        lock = self._loading.setdefault(worksheet_id, asyncio.Lock())
+        async with lock:
+            live = self._live.get(worksheet_id)
+            if live is not None:
+                return live
+            async with self._sessionmaker() as db:
+                worksheet = await worksheet_store.find_worksheet(db, worksheet_id)
+                if worksheet is None:
+                    raise WorksheetGone(worksheet_ref(worksheet_id))
+                template = worksheet_store.worksheet_template(worksheet)
+                doc = load(template, worksheet.state)
+                live = _Live(
+                    worksheet_id=worksheet_id,
+                    title=worksheet.title,
+                    template=template,
+                    shared=SharedWorksheet(template, doc),
+                    revision=worksheet.revision,
+                )
+            self._live[worksheet_id] = live
+        self._loading.pop(worksheet_id, None)
+        return live
+
+    def _schedule_save(self, live: _Live) -> None:
+        if live.saver is not None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        live.saver = loop.call_later(self._save_delay, self._start_save, live)
+
+    def _start_save(self, live: _Live) -> None:
+        task = asyncio.get_running_loop().create_task(self._save(live))
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+
+    async def _save(self, live: _Live) -> None:
+        async with live.lock:
+            if live.saver is not None:
+                live.saver.cancel()
+                live.saver = None
+            if not live.shared.dirty:
+                return
+            live.shared.mark_clean()
+            editors, live.editors = live.editors, set()
+            state = compact(live.shared.doc)
+            content = json.dumps(render(live.template, live.shared.doc), ensure_ascii=False)
+            now = self._clock()
+            try:
+                async with self._sessionmaker() as db, db.begin():
+                    revision = await worksheet_store.save_state(
+                        db, live.worksheet_id, state=state, content=content, now=now
+                    )
+                    for actor, actor_id in sorted(editors):
+                        audit.record(
+                            db,
+                            at=now,
+                            actor=actor,
+                            actor_id=actor_id,
+                            action="worksheet.write",
+                            record_type="worksheet",
+                            record_id=live.worksheet_id,
+                        )
+            except Exception:
+                # Keep the changes marked unsaved: the next change or flush tries again.
+                live.shared.dirty = True
+                live.editors |= editors
+                log.exception("could not save worksheet %s", live.worksheet_id)
+                return
+            if revision is None:
+                return
+            live.revision = revision
+        saved = WorksheetSaved(worksheet=live.ref, revision=revision)
+        for subscriber in list(live.subscribers.values()):
+            await subscriber.deliver(saved)
+
+    async def _audit(self, worksheet_id: int, actors: list[tuple[Actor, int]], action: str) -> None:
+        async with self._sessionmaker() as db, db.begin():
+            for actor, actor_id in actors:
+                audit.record(
+                    db,
+                    at=self._clock(),
+                    actor=actor,
+                    actor_id=actor_id,
+                    action=action,
+                    record_type="worksheet",
+                    record_id=worksheet_id,
+                )

@@ -1,0 +1,221 @@
+"""Query functions for worksheets and templates; each takes the caller's session.
+
+The caller owns the transaction. Nothing here checks who is asking beyond the ids it is
+given: a therapist's id scopes every lookup, so a worksheet or template of another
+therapist is simply not found.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.models import Client
+from server.worksheet_models import Homework, HomeworkStatus, Worksheet, WorksheetTemplate
+from server.worksheets import (
+    BUILTIN_TEMPLATES,
+    Template,
+    builtin_template,
+    compact,
+    new_document,
+    parse_template,
+    parse_template_json,
+    template_to_json,
+)
+
+CUSTOM_PREFIX = "t-"
+
+
+@dataclass(frozen=True)
+class TemplateChoice:
+    """A template a therapist can start a worksheet from."""
+
+    key: str
+    title: str
+    builtin: bool
+
+
+def custom_key(template_id: int) -> str:
+    return f"{CUSTOM_PREFIX}{template_id}"
+
+
+def _custom_id(key: str) -> int | None:
+    digits = key.removeprefix(CUSTOM_PREFIX)
+    if digits == key or not digits.isascii() or not digits.isdigit() or len(digits) > 18:
+        return None
+    return int(digits)
+
+
+async def template_choices(session: AsyncSession, therapist_id: int) -> list[TemplateChoice]:
+    """The built-in templates, then the therapist's own, by title."""
+    builtin = [TemplateChoice(t.id, t.title, True) for t in BUILTIN_TEMPLATES]
+    rows = await session.scalars(
+        select(WorksheetTemplate)
+        .where(WorksheetTemplate.therapist_id == therapist_id)
+        .order_by(WorksheetTemplate.title, WorksheetTemplate.id)
+    )
+    return builtin + [TemplateChoice(custom_key(row.id), row.title, False) for row in rows]
+
+
+async def find_template(session: AsyncSession, therapist_id: int, key: str) -> Template | None:
+    """The template called ``key`` (a built-in slug or ``t-<n>``) if the therapist may use it."""
+    template_id = _custom_id(key)
+    if template_id is None:
+        try:
+            return builtin_template(key)
+        except KeyError:
+            return None
+    row = await session.get(WorksheetTemplate, template_id)
+    if row is None or row.therapist_id != therapist_id:
+        return None
+    return parse_template_json(row.body)
+
+
+async def create_worksheet(
+    session: AsyncSession,
+    *,
+    therapist_id: int,
+    client_id: int,
+    appointment_id: int | None,
+    template_key: str,
+    template: Template,
+    now: dt.datetime,
+) -> Worksheet:
+    """A new, empty worksheet on the client's record (flushed, so it has an id)."""
+    doc = new_document(template)
+    worksheet = Worksheet(
+        therapist_id=therapist_id,
+        client_id=client_id,
+        appointment_id=appointment_id,
+        template_key=template_key,
+        template_json=json.dumps(template_to_json(template), ensure_ascii=False),
+        title=template.title,
+        state=compact(doc),
+        content=json.dumps({}),
+        revision=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(worksheet)
+    await session.flush()
+    return worksheet
+
+
+def worksheet_template(worksheet: Worksheet) -> Template:
+    """The template the worksheet was started from, as it was then."""
+    return parse_template(json.loads(worksheet.template_json))
+
+
+async def find_worksheet(
+    session: AsyncSession, worksheet_id: int, *, therapist_id: int | None = None
+) -> Worksheet | None:
+    """The worksheet, if it exists (and belongs to ``therapist_id`` when given)."""
+    worksheet = await session.get(Worksheet, worksheet_id)
+    if worksheet is None:
+        return None
+    if therapist_id is not None and worksheet.therapist_id != therapist_id:
+        return None
+    return worksheet
+
+
+async def client_worksheets(
+    session: AsyncSession, therapist_id: int, client_id: int
+) -> list[Worksheet]:
+    """Every worksheet on the client's record, newest first."""
+    rows = await session.scalars(
+        select(Worksheet)
+        .where(Worksheet.therapist_id == therapist_id, Worksheet.client_id == client_id)
+        .order_by(Worksheet.updated_at.desc(), Worksheet.id.desc())
+    )
+    return list(rows)
+
+
+async def homework_of(session: AsyncSession, worksheet_ids: list[int]) -> dict[int, Homework]:
+    """The latest homework assignment of each worksheet that has one."""
+    if not worksheet_ids:
+        return {}
+    rows = await session.scalars(
+        select(Homework)
+        .where(Homework.worksheet_id.in_(worksheet_ids))
+        .order_by(Homework.assigned_at, Homework.id)
+    )
+    return {row.worksheet_id: row for row in rows}
+
+
+async def save_state(
+    session: AsyncSession,
+    worksheet_id: int,
+    *,
+    state: bytes,
+    content: str,
+    now: dt.datetime,
+) -> int | None:
+    """Store the document and its rendering; the new revision (None: the worksheet is gone)."""
+    worksheet = await session.get(Worksheet, worksheet_id)
+    if worksheet is None:
+        return None
+    worksheet.state = state
+    worksheet.content = content
+    worksheet.revision += 1
+    worksheet.updated_at = now
+    return worksheet.revision
+
+
+# Homework
+
+
+#: The homework states in which the client may still open and fill in the worksheet.
+OPEN_HOMEWORK = (HomeworkStatus.ASSIGNED.value, HomeworkStatus.STARTED.value)
+
+
+def homework_open(homework: Homework, now: dt.datetime) -> bool:
+    """Whether the homework's link and page still work: not done, withdrawn or expired."""
+    return homework.status in OPEN_HOMEWORK and homework.expires_at > now
+
+
+async def open_homework_of_worksheet(session: AsyncSession, worksheet_id: int) -> list[Homework]:
+    """The worksheet's homework that is assigned or started (normally one at most)."""
+    rows = await session.scalars(
+        select(Homework).where(
+            Homework.worksheet_id == worksheet_id, Homework.status.in_(OPEN_HOMEWORK)
+        )
+    )
+    return list(rows)
+
+
+@dataclass(frozen=True)
+class HomeworkLine:
+    """A homework assignment as the therapist's dashboard lists it."""
+
+    homework: Homework
+    client_id: int
+    client_name: str
+    title: str
+
+
+async def homework_overview(
+    session: AsyncSession, therapist_id: int, completed_since: dt.datetime
+) -> list[HomeworkLine]:
+    """The therapist's open homework, and what was completed since ``completed_since``:
+    by due date (none last), then by when it was assigned."""
+    rows = await session.execute(
+        select(Homework, Client.id, Client.name, Worksheet.title)
+        .join(Worksheet, Worksheet.id == Homework.worksheet_id)
+        .join(Client, Client.id == Homework.client_id)
+        .where(
+            Homework.therapist_id == therapist_id,
+            or_(
+                Homework.status.in_(OPEN_HOMEWORK),
+                and_(
+                    Homework.status == HomeworkStatus.COMPLETED.value,
+                    Homework.completed_at >= completed_since,
+                ),
+            ),
+        )
+        .order_by(Homework.due_on.is_(None), Homework.due_on, Homework.assigned_at, Homework.id)
+    )
+    return [HomeworkLine(homework, cid, name, title) for homework, cid, name, title in rows.all()]
