@@ -101,6 +101,8 @@ class LiveWorksheets:
         self._live: dict[int, _Live] = {}
         self._loading: dict[int, asyncio.Lock] = {}
         self._saves: set[asyncio.Task[None]] = set()
+        #: Worksheets whose save delay has passed, waiting for the saving task.
+        self._due: dict[int, _Live] = {}
         self._closed = False
 
     def is_live(self, worksheet_id: int) -> bool:
@@ -215,9 +217,22 @@ class LiveWorksheets:
         live.saver = loop.call_later(self._save_delay, self._start_save, live)
 
     def _start_save(self, live: _Live) -> None:
-        task = asyncio.get_running_loop().create_task(self._save(live))
-        self._saves.add(task)
-        task.add_done_callback(self._saves.discard)
+        """Queue ``live`` for the one saving task: saves of many worksheets run one after
+        another, so a busy instance never needs more database connections than one."""
+        live.saver = None
+        self._due[live.worksheet_id] = live
+        if not self._saves:
+            task = asyncio.get_running_loop().create_task(self._save_due())
+            self._saves.add(task)
+            task.add_done_callback(self._saves.discard)
+
+    async def _save_due(self) -> None:
+        while self._due:
+            _, live = self._due.popitem()
+            try:
+                await self._save(live)
+            except Exception:
+                log.exception("could not save worksheet %s", live.worksheet_id)
 
     async def _save(self, live: _Live) -> None:
         async with live.lock:

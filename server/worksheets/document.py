@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Collection
 from typing import Any, TypeAlias
 
 from pycrdt import Array, Doc, Map, Text
@@ -125,11 +126,14 @@ def check_limits(
     *,
     limit: int = DOCUMENT_LIMIT,
     size_bound: int | None = None,
+    fields: Collection[str] | None = None,
 ) -> None:
     """Raise `LimitError` unless `doc` has the template's shape and stays within its limits.
 
     `size_bound`, if given, is a number of bytes the encoded document is known not to
     exceed: while it is within `limit`, the document is not encoded to measure it.
+    `fields`, if given, are the only fields that may have changed since the document was
+    last checked (the root map's own entries did not): only those are checked.
     """
     # One read transaction for the whole walk: pycrdt otherwise opens (and commits) one for
     # every access, which made this check most of the cost of an update.
@@ -145,12 +149,14 @@ def check_limits(
             unexpected = [name for name in roots if name != ROOT]
             raise LimitError("document", f"has unexpected roots {unexpected}")
         root = _root(doc)
-        fields = {field.id: field for field in template.fields}
-        for key in list(root.keys()):
-            if key not in fields:
-                raise LimitError(key, "is not a field of this worksheet")
+        if fields is None:
+            known = {field.id for field in template.fields}
+            for key in list(root.keys()):
+                if key not in known:
+                    raise LimitError(key, "is not a field of this worksheet")
         for field in template.fields:
-            _check_field(field, root, field.id)
+            if fields is None or field.id in fields:
+                _check_field(field, root, field.id)
 
 
 def render(template: Template, doc: Doc[Any]) -> dict[str, Rendered]:

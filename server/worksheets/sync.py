@@ -18,6 +18,7 @@ from typing import Any
 
 from pycrdt import (
     Doc,
+    Map,
     Subscription,
     TransactionEvent,
     YMessageType,
@@ -29,7 +30,7 @@ from pycrdt import (
     write_message,
 )
 
-from server.worksheets.document import DOCUMENT_LIMIT, LimitError, check_limits
+from server.worksheets.document import DOCUMENT_LIMIT, ROOT, LimitError, check_limits
 from server.worksheets.templates import Template
 
 EMPTY_UPDATE = b"\x00\x00"
@@ -37,6 +38,26 @@ EMPTY_UPDATE = b"\x00\x00"
 
 _BOOKKEEPING_BYTES = 32  # a new client's entry in the state, at most, besides the update
 _MAX_VARUINT_BITS = 53  # as lib0: larger numbers are not safe integers in JavaScript
+
+
+class _Candidate:
+    """A copy of the document to try updates on, noting which fields each one touches."""
+
+    def __init__(self, doc: Doc[Any]) -> None:
+        self.doc = doc
+        #: The fields changed since `touched` was reset; None: the root map itself changed,
+        #: so everything must be checked.
+        self.touched: set[str] | None = set()
+        root: Map[Any] = doc.get(ROOT, type=Map)
+        self._subscription = root.observe_deep(self._record)
+
+    def _record(self, events: list[Any]) -> None:
+        for event in events:
+            path = event.path
+            if not path:
+                self.touched = None
+            elif self.touched is not None:
+                self.touched.add(str(path[0]))
 
 
 class SyncError(ValueError):
@@ -176,7 +197,7 @@ class SharedWorksheet:
         self.limit = limit
         self.dirty = False
         self._on_change = on_change
-        self._candidate: Doc[Any] | None = None
+        self._candidate: _Candidate | None = None
         self._receiving = False
         self._received: list[bytes] = []
         self._subscription: Subscription | None = doc.observe(self._observe)
@@ -227,8 +248,8 @@ class SharedWorksheet:
             )
         candidate = self._take_candidate()
         try:
-            candidate.apply_update(update)
-            leftover = get_update(update, candidate.get_state())
+            candidate.doc.apply_update(update)
+            leftover = get_update(update, candidate.doc.get_state())
         except BaseException as error:
             if not _is_decode_failure(error):
                 raise
@@ -239,8 +260,14 @@ class SharedWorksheet:
             return Reply(reply=self.sync_step1())
         bound = self._size_bound + len(update) + _BOOKKEEPING_BYTES
         if bound > self.limit:
-            bound = len(candidate.get_update())  # measure, and start counting afresh
-        check_limits(self.template, candidate, limit=self.limit, size_bound=bound)
+            bound = len(candidate.doc.get_update())  # measure, and start counting afresh
+        check_limits(
+            self.template,
+            candidate.doc,
+            limit=self.limit,
+            size_bound=bound,
+            fields=candidate.touched,
+        )
         self._receiving = True
         try:
             self.doc.apply_update(update)
@@ -258,7 +285,7 @@ class SharedWorksheet:
             self._on_change(change)
         return Reply(broadcast=update_message(change))
 
-    def _take_candidate(self) -> Doc[Any]:
+    def _take_candidate(self) -> _Candidate:
         """A copy of the authoritative document that an update may be tried on.
 
         The copy is kept in step with each accepted update; after a refused update, or a
@@ -266,8 +293,10 @@ class SharedWorksheet:
         """
         candidate, self._candidate = self._candidate, None
         if candidate is None:
-            candidate = Doc()
-            candidate.apply_update(self.doc.get_update())
+            doc: Doc[Any] = Doc()
+            doc.apply_update(self.doc.get_update())
+            candidate = _Candidate(doc)
+        candidate.touched = set()
         return candidate
 
     def _observe(self, event: TransactionEvent) -> None:
