@@ -1,12 +1,13 @@
 """The switchboard: runs the registry's commands and carries out their effects.
 
-Every effect — a message to deliver, a connection to close — is published on the
-recipient's fan-out channel, even when the recipient is connected to this very instance.
-Each instance subscribes to the channels of the connections attached to it (a participant's
-channel, or a therapist's lobby channel for their lobby sockets) and performs the effects
-addressed to its own connections (matched by ``Handle`` token).  So the room
-logic never holds a reference to another participant's connection, and two participants on
-different instances are reached the same way as two on one instance.
+Every effect — a message to deliver, a connection to close — is addressed to a ``Handle``.
+An effect for a connection attached to this very instance is carried out at once; any other
+is published on the recipient's fan-out channel.  Each instance subscribes to the channels
+of the connections attached to it (a participant's channel, or a therapist's lobby channel
+for their lobby sockets) and performs the effects addressed to its own connections (matched
+by ``Handle`` token).  So the room logic never holds a reference to another participant's
+connection, and two participants on different instances are reached the same way as two on
+one instance, less one hop through the broker.
 
 Effects are published in the order the registry produced them, across all commands: a
 single drain loop empties one queue, so a later command's effects never overtake an
@@ -269,11 +270,17 @@ class Switchboard:
             while self._outbox:
                 effect = self._outbox.popleft()
                 try:
+                    if await self._perform_locally(effect):
+                        continue
+                except Exception:
+                    # One broken socket must not keep the effects from the others.
+                    log.exception("could not carry out an effect on %s", channel_of(effect.to))
+                    continue
+                try:
                     await self._fanout.publish(channel_of(effect.to), dump_effect(effect))
                 except FanoutUnavailable:
                     # Without the broker only this instance's own sockets can be reached.
-                    if not await self._perform_locally(effect):
-                        self.undelivered += 1
+                    self.undelivered += 1
         finally:
             self._draining = False
             if self._outbox:  # interrupted: finish in the background, keeping the order

@@ -97,14 +97,29 @@ async def test_a_newer_connection_on_another_instance_closes_the_older_one() -> 
     assert fanout.subscribers(channel_for("c-1")) == 1  # west let go of the channel
 
 
-async def test_every_message_travels_on_the_recipients_channel() -> None:
+async def test_effects_for_a_connection_attached_here_skip_the_fanout() -> None:
     fanout = SpyFanout()
     switchboard = Switchboard(fanout)
     connection = RecordingConnection()
     await switchboard.join(client_seat(), connection)
 
-    assert [channel for channel, _ in fanout.published] == [channel_for("c-1")] * 2
+    assert fanout.published == []
     assert connection.types() == ["welcome", "waiting"]
+
+
+async def test_effects_for_a_connection_elsewhere_travel_on_its_channel() -> None:
+    fanout, registry = SpyFanout(), Registry()
+    east, west = Switchboard(fanout, registry), Switchboard(fanout, registry)
+    therapist = RecordingConnection("h")
+    h = await east.join(therapist_seat(), therapist)
+    await west.join(client_seat(), RecordingConnection("c"))
+    fanout.published.clear()
+
+    await east.admit(h, "c-1")
+
+    channels = {channel for channel, _ in fanout.published}
+    assert channels == {channel_for("c-1")}
+    assert therapist.types()[-2:] == ["peer-joined", "lobby"]
 
 
 async def test_effects_keep_their_order_across_concurrent_commands() -> None:
@@ -192,16 +207,16 @@ async def test_a_connection_that_fails_to_send_does_not_stop_the_others() -> Non
 
 
 async def test_delivery_interrupted_by_the_fanout_finishes_in_the_background() -> None:
-    fanout = SpyFanout()
-    switchboard = Switchboard(fanout)
+    fanout, registry = SpyFanout(), Registry()
+    east, west = Switchboard(fanout, registry), Switchboard(fanout, registry)
     therapist = RecordingConnection()
-    h = await switchboard.join(therapist_seat(), therapist)
+    h = await east.join(therapist_seat(), therapist)
     client = RecordingConnection()
-    c = await switchboard.join(client_seat(), client)
+    c = await west.join(client_seat(), client)
     fanout.fail_next = True
 
     with pytest.raises(ConnectionError):
-        await switchboard.admit(h, c.participant)
+        await east.admit(h, c.participant)
     for _ in range(5):
         await asyncio.sleep(0)
 
