@@ -33,6 +33,8 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     POLICY_VIOLATION = 1008
     TOO_BIG = 1009
+    #: The room is now held by another instance: reconnect (``signalling.routing``).
+    MOVED = 1012
     TRY_AGAIN_LATER = 1013
     REPLACED = 4001
     ENDED = 4003

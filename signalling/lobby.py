@@ -95,6 +95,16 @@ class Lobbies:
             if changed or handle == also:
                 out.append(Deliver(handle, lobby))
 
+    def therapists(self) -> set[str]:
+        """The therapists with a live lobby socket."""
+        return set(self._by_therapist)
+
+    def drop(self, therapist: str) -> None:
+        """Forget the therapist's lobby sockets and lobby altogether."""
+        for handle in self._by_therapist.pop(therapist, []):
+            self._watchers.pop(handle, None)
+        self._sent.pop(therapist, None)
+
     def forget(self, therapist: str) -> None:
         """The therapist has no room left: forget their lobby, unless a dashboard shows it."""
         if therapist not in self._by_therapist:

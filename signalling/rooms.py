@@ -360,6 +360,22 @@ class Registry:
                 self._lobbies.forget(room.therapist)
         return len(gone)
 
+    def therapists(self) -> set[str]:
+        """The therapists with a room or a lobby socket here."""
+        return set(self._by_therapist) | self._lobbies.therapists()
+
+    def forget(self, therapist: str) -> int:
+        """Drop every room and lobby socket of ``therapist``, without a word to anyone: the
+        rooms are held by another instance now (``signalling.routing``).  Returns how many
+        rooms were dropped."""
+        appointments = self._by_therapist.pop(therapist, set())
+        for appointment in appointments:
+            room = self._rooms.pop(appointment)
+            for member in room.members():
+                self._participants.pop(member.id, None)
+        self._lobbies.drop(therapist)
+        return len(appointments)
+
     def _room_for(self, seat: Seat) -> Room:
         """The seat's room, made if need be, once the seat is known not to contradict it."""
         known = self._participants.get(seat.participant)

@@ -46,12 +46,15 @@ from signalling.messages import (
     Ping,
     Pong,
     Relayed,
+    Role,
     SendBack,
     TextMessage,
 )
 from signalling.participants import Participant, Seat
 from signalling.protocol import check_direction, error_for
 from signalling.rooms import Registry
+from signalling.router import Router
+from signalling.routing import Leases
 from signalling.worksheet_messages import (
     Editing,
     WorksheetClose,
@@ -104,9 +107,12 @@ class Switchboard:
         registry: Registry | None = None,
         *,
         new_token: Callable[[], str] = _new_token,
+        leases: Leases | None = None,
     ) -> None:
         self.registry = registry if registry is not None else Registry()
         self._fanout = fanout
+        #: With several instances: where each therapist's rooms are held.
+        self._router = Router(self, leases) if leases is not None else None
         self._new_token = new_token
         #: The attached connections, by fan-out channel and token.
         self._local: dict[str, dict[str, Connection]] = {}
@@ -136,6 +142,10 @@ class Switchboard:
         handle = Handle(seat.participant, self._new_token())
         await self._attach(handle, connection)
         try:
+            if self._router is not None and await self._router.join(
+                seat, handle, ice_servers, devices
+            ):
+                return handle  # the rooms are held by another instance
             effects = self.registry.join(seat, handle, ice_servers=ice_servers, devices=devices)
         except Exception:
             await self._detach(handle)
@@ -150,6 +160,8 @@ class Switchboard:
         handle = Handle(watcher.therapist, self._new_token(), watcher=True)
         await self._attach(handle, connection)
         try:
+            if self._router is not None and await self._router.watch(watcher, handle):
+                return handle
             effects = self.registry.watch(watcher, handle)
         except Exception:
             await self._detach(handle)
@@ -161,16 +173,59 @@ class Switchboard:
         """The socket of ``handle`` (a participant's or a lobby socket) is gone.  Safe to
         call for a replaced or closed handle."""
         await self._detach(handle)
+        if self._router is not None and await self._router.disconnect(handle):
+            return
         await self._publish(self.registry.disconnect(handle))
 
     def is_local(self, handle: Handle) -> bool:
         """Whether ``handle``'s connection is attached to this instance and not closed."""
         return handle.token in self._local.get(channel_of(handle), {})
 
+    def role_of(self, handle: Handle) -> Role | None:
+        """The role ``handle`` speaks in, if it is live here or in the registry here."""
+        role = self._router.role_of(handle) if self._router is not None else None
+        return role if role is not None else self.registry.role_of(handle)
+
+    @property
+    def fanout(self) -> Fanout:
+        return self._fanout
+
+    # Between instances (with ``leases`` only)
+
+    def route_with(self, leases: Leases) -> None:
+        """Share the rooms with other instances through ``leases`` (before any socket)."""
+        if self._local:
+            raise RuntimeError("route_with must be called before the first socket")
+        self._router = Router(self, leases)
+
+    async def start(self) -> None:
+        """Take the commands other instances forward here (``FanoutUnavailable`` while the
+        fan-out is down: try again).  Nothing to do for a single instance."""
+        if self._router is not None:
+            await self._router.start()
+
+    async def keep_leases(self) -> None:
+        """Renew the leases of the rooms held here (every few seconds)."""
+        if self._router is not None:
+            await self._router.keep_leases()
+
+    async def hand_over(self) -> None:
+        """Let go of the rooms held here (shutting down): their sockets elsewhere reconnect
+        and the rooms are built again on another instance."""
+        if self._router is not None:
+            await self._router.hand_over()
+            await self._router.stop()
+
     # Messages and commands
 
     async def receive(self, handle: Handle, message: Message) -> None:
         """Act on a parsed message from ``handle``; refusals are answered with ``error``."""
+        if self._router is not None and await self._router.receive(handle, message):
+            return
+        await self.receive_here(handle, message)
+
+    async def receive_here(self, handle: Handle, message: Message) -> None:
+        """``receive``, on the registry of this instance."""
         role = self.registry.role_of(handle)
         if role is None:
             return
@@ -260,6 +315,15 @@ class Switchboard:
         raise ProtocolError(ErrorCode.FORBIDDEN, f"{message.TYPE!r} is sent by the server only")
 
     # Delivery
+
+    async def publish(self, effects: Sequence[Effect]) -> None:
+        """Carry out ``effects``, in order with all others, wherever their sockets are."""
+        await self._publish(effects)
+
+    async def perform_here(self, effects: Sequence[Effect]) -> None:
+        """Carry out those of ``effects`` whose sockets are attached here; drop the rest."""
+        for effect in effects:
+            await self._perform_locally(effect)
 
     async def _publish(self, effects: Sequence[Effect]) -> None:
         self._outbox.extend(effects)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from signalling.effects import Handle
 from signalling.errors import ErrorCode
 from signalling.events import RoomEvent
-from signalling.fanout import LocalFanout
+from signalling.fanout import FanoutUnavailable, LocalFanout
 from signalling.lobby import Watcher
 from signalling.messages import (
     DeviceSummary,
@@ -210,3 +210,53 @@ def media(joined: Joined) -> list[Message]:
 def errors(joined: Joined) -> list[tuple[ErrorCode, str | None]]:
     """The errors a connection received, as (code, id) pairs."""
     return [(e.error, e.id) for e in joined.connection.of(Error)]
+
+
+class MemoryLeases:
+    """``Leases`` over a dict shared by the instances of one test (Redis's stand-in in the
+    room logic's tests; ``RedisLeases`` itself is tested against Redis)."""
+
+    def __init__(self, store: dict[str, str], me: str) -> None:
+        self.store = store
+        self._me = me
+        self.down = False
+
+    @property
+    def me(self) -> str:
+        return self._me
+
+    @property
+    def held(self) -> frozenset[str]:
+        return frozenset(t for t, owner in self.store.items() if owner == self._me)
+
+    def _check(self) -> None:
+        if self.down:
+            raise FanoutUnavailable("the leases are unreachable")
+
+    async def owner(self, therapist: str) -> tuple[str, bool]:
+        self._check()
+        if therapist in self.store:
+            return self.store[therapist], False
+        self.store[therapist] = self._me
+        return self._me, True
+
+    async def renew(self, therapists: Iterable[str]) -> list[str]:
+        self._check()
+        wanted = set(therapists)
+        for therapist in self.held - wanted:
+            del self.store[therapist]
+        lost = []
+        for therapist in sorted(wanted):
+            owner = self.store.setdefault(therapist, self._me)
+            if owner != self._me:
+                lost.append(therapist)
+        return lost
+
+    async def release(self) -> list[str]:
+        held = sorted(self.held)
+        for therapist in held:
+            del self.store[therapist]
+        return held
+
+    def forget(self, therapist: str) -> None:
+        pass

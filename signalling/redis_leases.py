@@ -1,0 +1,167 @@
+"""``RedisLeases``: who owns each therapist's rooms (``signalling.routing``), kept in Redis.
+
+A lease is one key, ``alcove:owner:<therapist>``, holding the owner's instance id, with an
+expiry (``LEASE_SECONDS``).  The owner renews its leases every ``RENEW_SECONDS``; if it dies
+without releasing them they lapse, and the next instance that needs the rooms takes them.
+Taking, renewing and releasing are each one Lua script, so two instances never both believe
+they hold a lease for long: a renewal that finds another owner reports the lease as lost.
+
+Other instances' leases are remembered for ``CACHE_SECONDS`` (and forgotten at once when an
+ownership change is announced), so forwarding a command usually costs no round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from signalling.fanout import FanoutUnavailable
+from signalling.redis_fanout import redis_location
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 10.0
+RENEW_SECONDS = 3.0
+CACHE_SECONDS = 2.0
+TIMEOUT_SECONDS = 2.0
+
+# KEYS[1] the lease, ARGV[1] this instance, ARGV[2] the lease in ms: the owner, taken if free.
+_TAKE = """
+local owner = redis.call('GET', KEYS[1])
+if owner then return owner end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
+# The owner after renewing: this instance's lease extended, or taken again if it lapsed.
+_RENEW = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return owner
+end
+if owner then return owner end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+def lease_key(therapist: str) -> str:
+    return f"alcove:owner:{therapist}"
+
+
+class RedisLeases:
+    """``Leases`` in Redis; ``aclose`` it when done."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        cache_seconds: float = CACHE_SECONDS,
+    ) -> None:
+        self._me = instance or secrets.token_hex(8)
+        self._lease_ms = int(lease_seconds * 1000)
+        self._cache_seconds = cache_seconds
+        self.location = redis_location(url)
+        options: dict[str, Any] = {
+            "client_name": "alcove-leases",
+            "decode_responses": True,
+            "socket_connect_timeout": TIMEOUT_SECONDS,
+            "socket_timeout": TIMEOUT_SECONDS,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._pool = BlockingConnectionPool.from_url(
+            url, max_connections=4, timeout=TIMEOUT_SECONDS, **options
+        )
+        self._client = Redis(connection_pool=self._pool)
+        self._take = self._client.register_script(_TAKE)
+        self._renew = self._client.register_script(_RENEW)
+        self._release = self._client.register_script(_RELEASE)
+        self._held: set[str] = set()
+        #: Other instances' leases: therapist -> (owner, until when it is believed).
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    @property
+    def me(self) -> str:
+        return self._me
+
+    @property
+    def held(self) -> frozenset[str]:
+        return frozenset(self._held)
+
+    async def owner(self, therapist: str) -> tuple[str, bool]:
+        if therapist in self._held:
+            return self._me, False
+        cached = self._cache.get(therapist)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0], False
+        owner = str(await self._call(self._take, therapist, "find the owner of some rooms"))
+        return owner, self._settle(therapist, owner)
+
+    async def renew(self, therapists: Iterable[str]) -> list[str]:
+        wanted = set(therapists)
+        for therapist in self._held - wanted:
+            await self._call(self._release, therapist, "release a lease")
+            self._held.discard(therapist)
+        lost: list[str] = []
+        for therapist in sorted(wanted):
+            owner = str(await self._call(self._renew, therapist, "renew a lease"))
+            if owner != self._me:
+                lost.append(therapist)
+            self._settle(therapist, owner)
+        return lost
+
+    async def release(self) -> list[str]:
+        released = sorted(self._held)
+        for therapist in released:
+            try:
+                await self._call(self._release, therapist, "release a lease")
+            except FanoutUnavailable:
+                break  # they lapse on their own
+        self._held.clear()
+        return released
+
+    def forget(self, therapist: str) -> None:
+        self._cache.pop(therapist, None)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+        await self._pool.disconnect()
+
+    def _settle(self, therapist: str, owner: str) -> bool:
+        """Remember ``owner``; whether this instance has just become the owner."""
+        if owner == self._me:
+            self._cache.pop(therapist, None)
+            taken = therapist not in self._held
+            self._held.add(therapist)
+            if taken:
+                log.info("took the lease of %s's rooms", therapist)
+            return taken
+        self._held.discard(therapist)
+        self._cache[therapist] = (owner, time.monotonic() + self._cache_seconds)
+        return False
+
+    async def _call(self, script: Any, therapist: str, what: str) -> object:
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                return await script(keys=[lease_key(therapist)], args=[self._me, self._lease_ms])
+        except _NETWORK_ERRORS as exc:
+            raise FanoutUnavailable(
+                f"Redis at {self.location} is unreachable: could not {what} ({type(exc).__name__})"
+            ) from None

@@ -1,0 +1,257 @@
+"""The switchboard's routing between instances (see ``signalling.routing`` for the design).
+
+A ``Router`` belongs to one ``Switchboard`` when several instances share a fan-out.  For
+each socket attached here it remembers its ``Home``: the therapist whose rooms it belongs to
+and the owner it was registered with.  A command from such a socket goes to the registry
+here if this instance owns the rooms, or else to the owner's inbox.  A socket whose rooms
+have moved since it was registered is closed with 1012, and its browser reconnects; the
+owner learns who is admitted from the database, so nobody goes back to the waiting room.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from signalling.effects import Close, Deliver, Effect, Handle
+from signalling.errors import CloseCode, ErrorCode, ProtocolError
+from signalling.fanout import FanoutUnavailable, Subscription
+from signalling.lobby import Watcher
+from signalling.messages import DeviceSummary, IceServer, Message, Role
+from signalling.participants import Seat
+from signalling.protocol import error_for
+from signalling.routing import (
+    MOVED_CHANNEL,
+    Command,
+    Leases,
+    Moved,
+    dump_command,
+    dump_moved,
+    inbox_channel,
+    load_command,
+    load_moved,
+)
+
+if TYPE_CHECKING:
+    from signalling.switchboard import Switchboard
+
+log = logging.getLogger(__name__)
+
+MOVED_REASON = "the room moved to another server; reconnecting"
+UNREACHABLE = (
+    "the server holding this session could not be reached just now; it will work again in a moment"
+)
+
+
+@dataclass(frozen=True)
+class Home:
+    """Where an attached socket's commands go."""
+
+    handle: Handle
+    therapist: str
+    role: Role
+    owner: str
+
+
+class Router:
+    """Sends each attached socket's commands to the owner of its therapist's rooms."""
+
+    def __init__(self, switchboard: Switchboard, leases: Leases) -> None:
+        self._switchboard = switchboard
+        self._leases = leases
+        self._homes: dict[str, Home] = {}
+        self._subscriptions: list[Subscription] = []
+
+    @property
+    def me(self) -> str:
+        return self._leases.me
+
+    def role_of(self, handle: Handle) -> Role | None:
+        """The role of a socket attached here, wherever its rooms are held."""
+        home = self._homes.get(handle.token)
+        return home.role if home is not None and home.handle == handle else None
+
+    async def start(self) -> None:
+        """Listen for forwarded commands and ownership changes (``FanoutUnavailable`` while
+        the fan-out is down: try again)."""
+        if self._subscriptions:
+            return
+        fanout = self._switchboard.fanout
+        inbox = await fanout.subscribe(inbox_channel(self.me), self._on_command)
+        try:
+            moved = await fanout.subscribe(MOVED_CHANNEL, self._on_moved)
+        except FanoutUnavailable:
+            await inbox.cancel()
+            raise
+        self._subscriptions = [inbox, moved]
+
+    async def stop(self) -> None:
+        for subscription in self._subscriptions:
+            await subscription.cancel()
+        self._subscriptions = []
+
+    # From the sockets attached here
+
+    async def join(
+        self,
+        seat: Seat,
+        handle: Handle,
+        ice_servers: Sequence[IceServer],
+        devices: DeviceSummary | None,
+    ) -> bool:
+        """Register a new socket; whether its ``join`` went to another instance.
+
+        ``ProtocolError(UNAVAILABLE)`` if the owner cannot be found or reached."""
+        command = Command(
+            "join", seat.therapist, handle, seat=seat, ice_servers=tuple(ice_servers),
+            devices=devices,
+        )  # fmt: skip
+        return await self._register(command, seat.role)
+
+    async def watch(self, watcher: Watcher, handle: Handle) -> bool:
+        command = Command("watch", watcher.therapist, handle, watcher=watcher)
+        return await self._register(command, Role.THERAPIST)
+
+    async def receive(self, handle: Handle, message: Message) -> bool:
+        """Whether ``message`` was dealt with here (forwarded, or refused because the rooms
+        moved or cannot be reached); ``False``: the registry here holds the rooms."""
+        home = self._homes.get(handle.token)
+        if home is None:
+            return False
+        try:
+            owner = await self._owner(home.therapist)
+        except FanoutUnavailable:
+            await self._refuse(handle, message)
+            return True
+        if owner != home.owner:
+            await self._close(home)
+            return True
+        if owner == self.me:
+            return False
+        try:
+            command = Command("receive", home.therapist, handle, message=message)
+            await self._switchboard.fanout.publish(inbox_channel(owner), dump_command(command))
+        except FanoutUnavailable:
+            await self._refuse(handle, message)
+        return True
+
+    async def disconnect(self, handle: Handle) -> bool:
+        """Forget a socket that went away; whether its rooms are held elsewhere (and were
+        told, if they could be)."""
+        home = self._homes.pop(handle.token, None)
+        if home is None or home.owner == self.me:
+            return False
+        try:
+            command = Command("disconnect", home.therapist, handle)
+            await self._switchboard.fanout.publish(inbox_channel(home.owner), dump_command(command))
+        except FanoutUnavailable:
+            log.info("could not tell another instance that a socket went away")
+        return True
+
+    async def _register(self, command: Command, role: Role) -> bool:
+        try:
+            owner = await self._owner(command.therapist)
+        except FanoutUnavailable as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, UNREACHABLE) from exc
+        self._homes[command.handle.token] = Home(command.handle, command.therapist, role, owner)
+        if owner == self.me:
+            return False
+        try:
+            await self._switchboard.fanout.publish(inbox_channel(owner), dump_command(command))
+        except FanoutUnavailable as exc:
+            self._homes.pop(command.handle.token, None)
+            raise ProtocolError(ErrorCode.UNAVAILABLE, UNREACHABLE) from exc
+        return True
+
+    async def _owner(self, therapist: str) -> str:
+        owner, taken = await self._leases.owner(therapist)
+        if taken:
+            await self._announce(Moved(therapist, owner))
+        return owner
+
+    async def _refuse(self, handle: Handle, message: Message) -> None:
+        error = ProtocolError(ErrorCode.UNAVAILABLE, UNREACHABLE)
+        await self._switchboard.perform_here([Deliver(handle, error_for(error, message))])
+
+    # At the owner
+
+    async def _on_command(self, payload: str) -> None:
+        try:
+            command = load_command(payload)
+        except ValueError:
+            log.exception("dropping an unreadable command")
+            return
+        switchboard = self._switchboard
+        if command.therapist not in self._leases.held:
+            # Sent before the rooms moved away from here: the socket reconnects to the owner.
+            if command.op != "disconnect":
+                await switchboard.publish([Close(command.handle, CloseCode.MOVED, MOVED_REASON)])
+            return
+        registry = switchboard.registry
+        effects: list[Effect] = []
+        try:
+            if command.op == "join" and command.seat is not None:
+                effects = registry.join(
+                    command.seat,
+                    command.handle,
+                    ice_servers=command.ice_servers,
+                    devices=command.devices,
+                )
+            elif command.op == "watch" and command.watcher is not None:
+                effects = registry.watch(command.watcher, command.handle)
+            elif command.op == "disconnect":
+                effects = registry.disconnect(command.handle)
+            elif command.op == "receive" and command.message is not None:
+                await switchboard.receive_here(command.handle, command.message)
+                return
+        except ValueError:
+            log.exception("could not carry out a forwarded %s", command.op)
+            effects = [Close(command.handle, CloseCode.MOVED, MOVED_REASON)]
+        await switchboard.publish(effects)
+
+    # Ownership changes
+
+    async def _on_moved(self, payload: str) -> None:
+        try:
+            moved = load_moved(payload)
+        except ValueError:
+            log.exception("dropping an unreadable ownership change")
+            return
+        self._leases.forget(moved.therapist)
+        if moved.owner != self.me:
+            self._forget_rooms(moved.therapist)
+        for home in list(self._homes.values()):
+            if home.therapist == moved.therapist and home.owner != moved.owner:
+                await self._close(home)
+
+    async def keep_leases(self) -> None:
+        """Renew the leases of the rooms held here; close what was lost meanwhile."""
+        lost = await self._leases.renew(self._switchboard.registry.therapists())
+        for therapist in lost:
+            log.warning("lost the lease of %s's rooms to another instance", therapist)
+            self._forget_rooms(therapist)
+            for home in list(self._homes.values()):
+                if home.therapist == therapist and home.owner == self.me:
+                    await self._close(home)
+
+    async def hand_over(self) -> None:
+        """Give up every lease (shutting down), and tell the other instances at once."""
+        for therapist in await self._leases.release():
+            try:
+                await self._announce(Moved(therapist, None))
+            except FanoutUnavailable:
+                break  # the leases were released: the others find out at their next command
+
+    async def _announce(self, moved: Moved) -> None:
+        await self._switchboard.fanout.publish(MOVED_CHANNEL, dump_moved(moved))
+
+    def _forget_rooms(self, therapist: str) -> None:
+        dropped = self._switchboard.registry.forget(therapist)
+        if dropped:
+            log.info("dropped %d rooms now held by another instance", dropped)
+
+    async def _close(self, home: Home) -> None:
+        self._homes.pop(home.handle.token, None)
+        await self._switchboard.perform_here([Close(home.handle, CloseCode.MOVED, MOVED_REASON)])
