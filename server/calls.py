@@ -25,9 +25,10 @@ from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.models import Appointment, AppointmentStatus, IllegalTransition, Therapist
 from signalling import events
 from signalling.errors import ErrorCode, ProtocolError
-from signalling.fanout import Fanout, LocalFanout
+from signalling.fanout import Fanout, FanoutUnavailable, LocalFanout
 from signalling.lobby import Watcher
 from signalling.messages import Hello, IceServer, Role
+from signalling.namespace import NamespacedFanout, namespace_for
 from signalling.participants import Seat
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
@@ -261,16 +262,27 @@ async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
     # "you are early" status must agree with the appointment times they are compared to.
     fanout: Fanout
     redis_url = app[SETTINGS].redis_url
+    # The instances sharing a database are one deployment: they share their rooms, and see
+    # nothing of another deployment's on the same Redis.
+    namespace = namespace_for(app[SETTINGS].database_url)
     if redis_url:
         # Imported only when configured: redis-py comes with the optional ``redis`` extra.
         from signalling.redis_fanout import RedisFanout
 
         redis_fanout = RedisFanout(redis_url)
         await redis_fanout.start()  # an unreachable Redis is retried, and shown by /readyz
-        app[REDIS_FANOUT] = fanout = redis_fanout
+        app[REDIS_FANOUT] = redis_fanout
+        fanout = NamespacedFanout(redis_fanout, namespace)
     else:
         fanout = LocalFanout()
     switchboard = metrics.switchboard(app, fanout, Registry(clock=app[CLOCK]))
+    leases = None
+    if redis_url:
+        from signalling.redis_leases import RedisLeases
+
+        leases = RedisLeases(redis_url, namespace=namespace)
+        switchboard.route_with(leases)
+        app[REDIS_FANOUT].on_reconnect.append(switchboard.resync)
     writer = AuditWriter(app)
     writer.start()
     switchboard.registry.add_event_listener(writer)
@@ -282,11 +294,21 @@ async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
         loop.create_task(_prune_forever(switchboard)),
         loop.create_task(_give_up_forever(switchboard, limit)),
     ]
+    if leases is not None:
+        sweepers.append(loop.create_task(_keep_leases_forever(switchboard)))
     yield
     for sweeper in sweepers:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+    if leases is not None:
+        # After the worksheets were saved (their context closes first): the rooms held here
+        # are built again wherever their sockets reconnect.
+        try:
+            await switchboard.hand_over()
+        except Exception:
+            log.exception("could not hand the rooms over; their leases lapse on their own")
+        await leases.aclose()
     await writer.stop(shutdown.grace(app, STOP_TIMEOUT_SECONDS))
     if redis_url:
         await app[REDIS_FANOUT].aclose()
@@ -305,6 +327,22 @@ async def _give_up_forever(switchboard: Switchboard, limit: dt.timedelta) -> Non
             await switchboard.give_up(limit)
         except Exception:
             log.exception("could not give up on disconnected participants")
+
+
+async def _keep_leases_forever(switchboard: Switchboard) -> None:
+    """Take the commands forwarded from other instances (as soon as the fan-out allows), and
+    renew the leases of the rooms held here every few seconds."""
+    from signalling.redis_leases import RENEW_SECONDS
+
+    while True:
+        try:
+            await switchboard.start()
+            await switchboard.keep_leases()
+        except FanoutUnavailable as exc:
+            log.warning("rooms across instances: %s", exc)
+        except Exception:
+            log.exception("could not renew the leases of the rooms held here")
+        await asyncio.sleep(RENEW_SECONDS)
 
 
 async def _prune_forever(switchboard: Switchboard) -> None:

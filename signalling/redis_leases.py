@@ -1,8 +1,9 @@
 """``RedisLeases``: who owns each therapist's rooms (``signalling.routing``), kept in Redis.
 
-A lease is one key, ``alcove:owner:<therapist>``, holding the owner's instance id, with an
-expiry (``LEASE_SECONDS``).  The owner renews its leases every ``RENEW_SECONDS``; if it dies
-without releasing them they lapse, and the next instance that needs the rooms takes them.
+A lease is one key, ``<namespace>:alcove:owner:<therapist>``, holding the owner's instance
+id, with an expiry (``LEASE_SECONDS``).  The owner renews its leases every
+``RENEW_SECONDS``; if it dies without releasing them they lapse, and the next instance that
+needs the rooms takes them.
 Taking, renewing and releasing are each one Lua script, so two instances never both believe
 they hold a lease for long: a renewal that finds another owner reports the lease as lost.
 
@@ -60,8 +61,8 @@ return 0
 _NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
 
 
-def lease_key(therapist: str) -> str:
-    return f"alcove:owner:{therapist}"
+def lease_key(namespace: str, therapist: str) -> str:
+    return f"{namespace}:alcove:owner:{therapist}"
 
 
 class RedisLeases:
@@ -71,11 +72,13 @@ class RedisLeases:
         self,
         url: str,
         *,
+        namespace: str = "alcove",
         instance: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         cache_seconds: float = CACHE_SECONDS,
     ) -> None:
         self._me = instance or secrets.token_hex(8)
+        self._namespace = namespace
         self._lease_ms = int(lease_seconds * 1000)
         self._cache_seconds = cache_seconds
         self.location = redis_location(url)
@@ -160,7 +163,8 @@ class RedisLeases:
     async def _call(self, script: Any, therapist: str, what: str) -> object:
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
-                return await script(keys=[lease_key(therapist)], args=[self._me, self._lease_ms])
+                key = lease_key(self._namespace, therapist)
+                return await script(keys=[key], args=[self._me, self._lease_ms])
         except _NETWORK_ERRORS as exc:
             raise FanoutUnavailable(
                 f"Redis at {self.location} is unreachable: could not {what} ({type(exc).__name__})"

@@ -236,6 +236,14 @@ class Router:
                 if home.therapist == therapist and home.owner == self.me:
                     await self._close(home)
 
+    async def resync(self) -> None:
+        """After the fan-out lost touch (what was published meanwhile is lost): the sockets
+        attached here whose rooms are held elsewhere reconnect, and so learn the state of
+        their rooms afresh; the rooms held here lost nothing of their own."""
+        for home in list(self._homes.values()):
+            if home.owner != self.me:
+                await self._close(home)
+
     async def hand_over(self) -> None:
         """Give up every lease (shutting down), and tell the other instances at once."""
         for therapist in await self._leases.release():

@@ -209,6 +209,11 @@ class Switchboard:
         if self._router is not None:
             await self._router.keep_leases()
 
+    async def resync(self) -> None:
+        """The fan-out is back after losing touch: see ``Router.resync``."""
+        if self._router is not None:
+            await self._router.resync()
+
     async def hand_over(self) -> None:
         """Let go of the rooms held here (shutting down): their sockets elsewhere reconnect
         and the rooms are built again on another instance."""
