@@ -205,16 +205,11 @@ def test_the_app_runs_two_replicas_and_the_proxy_balances_over_each_of_them() ->
     assert re.search(r"^\s*health_uri /readyz$", shared, re.M)
 
 
-def test_while_the_fan_out_is_in_process_every_websocket_goes_to_one_replica() -> None:
-    # Until the Redis fan-out is in, signalling reaches only the sockets of the same
-    # instance: /ws must not be spread over the replicas.
-    in_process = "LocalFanout(" in (ROOT / "server" / "calls.py").read_text(encoding="utf-8")
-    if not in_process:
-        pytest.skip("a cross-instance fan-out is in use: /ws may be balanced freely")
+def test_the_replicas_share_rooms_through_redis_so_websockets_are_balanced_too() -> None:
+    assert app_environment()["ALCOVE_REDIS_URL"] == "redis://redis:6379/0"
+    assert "redis" in service("app")["depends_on"]
     caddyfile = CADDYFILE.read_text(encoding="utf-8")
-    assert re.search(r"^\s*@signalling path /ws$", caddyfile, re.M)
-    pinned = re.search(r"reverse_proxy @signalling \{\$APP_UPSTREAMS\} \{([^}]*)\}", caddyfile)
-    assert pinned and re.search(r"^\s*lb_policy first$", pinned[1], re.M)
+    assert "@signalling" not in caddyfile and "lb_policy first" not in caddyfile
 
 
 def test_the_app_image_checks_readiness_on_readyz() -> None:
