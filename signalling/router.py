@@ -239,7 +239,14 @@ class Router:
     async def resync(self) -> None:
         """After the fan-out lost touch (what was published meanwhile is lost): the sockets
         attached here whose rooms are held elsewhere reconnect, and so learn the state of
-        their rooms afresh; the rooms held here lost nothing of their own."""
+        their rooms afresh; the rooms held here lost nothing of their own.  The leases are
+        renewed first: a Redis that restarted empty has forgotten them, and the sooner they
+        are taken again, the sooner an instance that took them meanwhile hears of it (and the
+        shorter two instances both believe they hold the same rooms)."""
+        try:
+            await self.keep_leases()
+        except FanoutUnavailable as exc:
+            log.warning("could not renew the leases after Redis came back: %s", exc)
         for home in list(self._homes.values()):
             if home.owner != self.me:
                 await self._close(home)

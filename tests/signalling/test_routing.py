@@ -233,3 +233,18 @@ def test_commands_survive_the_trip_between_instances() -> None:
             load_command(garbage)
     with pytest.raises(ValueError):
         load_moved("{}")
+
+
+async def test_after_redis_returns_the_owner_takes_its_leases_again_and_remote_sockets_resync(
+    instances: Pair,
+) -> None:
+    east, west, store = instances
+    therapist, client = await call_across(east, west)
+    store.clear()  # Redis restarted empty: every lease is forgotten
+
+    await east.switchboard.resync()
+    await west.switchboard.resync()
+
+    assert store == {"t-1": "east"}
+    assert therapist.connection.close_code is None  # its rooms are held where it is
+    assert client.connection.close_code == CloseCode.MOVED  # reconnects to learn the state
