@@ -73,9 +73,12 @@ class Contexts:
     page_errors: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
 
-    async def new(self, kind: Kind) -> BrowserContext:
-        """A desktop (1280x800) or phone (375x812, touch) context with camera and microphone."""
+    async def new(self, kind: Kind, *, timezone_id: str | None = None) -> BrowserContext:
+        """A desktop (1280x800) or phone (375x812, touch) context with camera and microphone,
+        in the time zone ``timezone_id`` (the host's when not given)."""
         options: dict[str, Any] = {"viewport": VIEWPORTS[kind]}
+        if timezone_id is not None:
+            options["timezone_id"] = timezone_id
         if kind == "phone":
             options.update(is_mobile=True, has_touch=True, device_scale_factor=2)
         context = await self.browser.new_context(
