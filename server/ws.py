@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -37,10 +38,23 @@ SEND_QUEUE = 256
 
 
 class SocketConnection:
-    """A ``signalling`` connection over an aiohttp websocket, with a bounded send queue."""
+    """A ``signalling`` connection over an aiohttp websocket, with a bounded send queue.
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    Given the socket's ``transport``, a frame is written at once when nothing is queued
+    ahead of it and the transport's buffer has room for it (so the write cannot wait on
+    the browser): the common case, which spares a task switch per message.  Otherwise it
+    is queued for the writer task, and a slow browser never stalls the room.
+    """
+
+    def __init__(
+        self, ws: web.WebSocketResponse, *, transport: asyncio.BaseTransport | None = None
+    ) -> None:
         self._ws = ws
+        # uvloop's transports have the methods of ``asyncio.WriteTransport`` but are no
+        # subclass of it.
+        buffered = hasattr(transport, "get_write_buffer_limits")
+        self._transport = cast("asyncio.WriteTransport", transport) if buffered else None
+        self._high_water = self._transport.get_write_buffer_limits()[1] if self._transport else 0
         self._queue: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue(SEND_QUEUE)
         self._writer = asyncio.get_running_loop().create_task(self._write())
         self._closing = False
@@ -48,11 +62,25 @@ class SocketConnection:
     async def send(self, message: Message) -> None:
         if self._closing:
             return
+        text = encode(message)
+        if self._queue.empty() and self._room_for(text):
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await self._ws.send_str(text)
+            return
         try:
-            self._queue.put_nowait(encode(message))
+            self._queue.put_nowait(text)
         except asyncio.QueueFull:
             log.warning("send queue full; closing a slow socket")
             await self.close(int(WSCloseCode.TRY_AGAIN_LATER), "too slow")
+
+    def _room_for(self, text: str) -> bool:
+        """Whether writing ``text`` now keeps the transport under its high-water mark, so
+        that aiohttp does not wait for it to drain."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        # At most 4 bytes a character, and at most 14 bytes of frame header.
+        return transport.get_write_buffer_size() + 4 * len(text) + 14 < self._high_water
 
     async def close(self, code: int, reason: str) -> None:
         if self._closing:
@@ -136,7 +164,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await ws.send_str(encode(Ended(appointment=ref)))
         await ws.close(code=int(CloseCode.ENDED), message=b"the appointment has ended")
         return ws
-    connection = SocketConnection(ws)
+    connection = SocketConnection(ws, transport=request.transport)
     if not drain.add(connection):  # draining began while the handshake was under way
         await connection.close(GOING_AWAY, GOING_AWAY_REASON)
     switchboard = request.app[SWITCHBOARD]
@@ -147,26 +175,28 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         resolve=identity.resolver.resolve,
         ice_servers=identity.resolver.ice_servers(),
     )
-    pinger = asyncio.get_running_loop().create_task(_ping(session))
+    activity = Activity()
+    keepalive = asyncio.get_running_loop().create_task(_keep_alive(ws, session, activity))
     try:
         while True:
-            try:
-                msg = await ws.receive(timeout=IDLE_TIMEOUT)
-            except TimeoutError:
-                await ws.close(code=int(CloseCode.NORMAL), message=b"idle")
-                break
+            msg = await ws.receive()
+            activity.seen()
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 await session.receive(msg.data)
             elif msg.type is WSMsgType.ERROR:
                 exc = ws.exception()
                 log.info("websocket error: %s", type(exc).__name__)
                 break
-            else:  # CLOSE, CLOSING, CLOSED
+            else:  # CLOSE, CLOSING (also after the idle timeout), CLOSED
                 break
             if session.closed:
                 break
     finally:
-        pinger.cancel()
+        if activity.idle:
+            # The keep-alive task is closing the socket: let the close handshake finish.
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                await keepalive
+        keepalive.cancel()
         try:
             await session.disconnected()
             await connection.finish()
@@ -177,10 +207,38 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _ping(session: Session) -> None:
+class Activity:
+    """When a frame last arrived on a socket, and whether it was closed for idling.
+
+    One timer per socket (``_keep_alive``) rather than a timeout around every ``receive``:
+    arming and cancelling one for each frame is a measurable part of relaying one.
+    """
+
+    __slots__ = ("idle", "last")
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.idle = False
+
+    def seen(self) -> None:
+        self.last = time.monotonic()
+
+
+async def _keep_alive(ws: web.WebSocketResponse, session: Session, activity: Activity) -> None:
+    """Send the periodic ``ping``, and close the socket with 1000 once nothing has arrived
+    for ``IDLE_TIMEOUT`` seconds."""
+    next_ping = time.monotonic() + PING_INTERVAL
     while True:
-        await asyncio.sleep(PING_INTERVAL)
-        await session.ping(time.time() * 1000)
+        now = time.monotonic()
+        idle_at = activity.last + IDLE_TIMEOUT
+        if now >= idle_at:
+            activity.idle = True
+            await ws.close(code=int(CloseCode.NORMAL), message=b"idle")
+            return
+        if now >= next_ping:
+            await session.ping(time.time() * 1000)
+            next_ping = now + PING_INTERVAL
+        await asyncio.sleep(min(next_ping, idle_at) - now)
 
 
 def setup(app: web.Application) -> None:

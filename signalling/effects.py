@@ -10,8 +10,9 @@ carries them out.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+import orjson
 
 from signalling.errors import CloseCode, ProtocolError
 from signalling.messages import Message
@@ -76,21 +77,22 @@ def channel_of(handle: Handle) -> str:
 
 
 def dump_effect(effect: Effect) -> str:
-    """The JSON text of ``effect``, for the fan-out."""
+    """The JSON text of ``effect``, for the fan-out (``orjson``: this runs for every effect
+    that crosses to another instance)."""
     address: dict[str, object] = {"participant": effect.to.participant, "token": effect.to.token}
     if effect.to.watcher:
         address["watcher"] = True
     if isinstance(effect, Deliver):
-        return json.dumps({"kind": "deliver", **address, "message": encode(effect.message)})
-    return json.dumps(
-        {"kind": "close", **address, "code": int(effect.code), "reason": effect.reason}
-    )
+        data = {"kind": "deliver", **address, "message": encode(effect.message)}
+    else:
+        data = {"kind": "close", **address, "code": int(effect.code), "reason": effect.reason}
+    return orjson.dumps(data).decode()
 
 
 def load_effect(payload: str) -> Effect:
     """The effect ``dump_effect`` wrote; ``ValueError`` for anything else."""
     try:
-        data = json.loads(payload)
+        data = orjson.loads(payload)
         to = Handle(str(data["participant"]), str(data["token"]), data.get("watcher") is True)
         if data["kind"] == "deliver":
             return Deliver(to, parse_message(str(data["message"])))

@@ -205,10 +205,9 @@ def encode(message: Message) -> str:
     server never sends what it would not accept.
     """
     try:
-        hash(message)
+        return _encode_cached(message)  # hashes the message once, to look it up
     except TypeError:  # a field holds a list or a dict: nothing to look up
         return _encode(message)
-    return _encode_cached(message)
 
 
 def _encode(message: Message) -> str:

@@ -3,20 +3,22 @@
 Every instance publishes the effects it produces with ``PUBLISH`` and subscribes, on one
 pub/sub connection, to the channels of the connections attached to it.  What shapes it:
 
-- **Publishing is batched.**  The switchboard publishes one effect at a time from a single
-  drain loop, so a round trip per ``PUBLISH`` would cap the whole instance at one effect
-  per round trip.  ``publish`` only queues the payload; one writer task sends everything
-  queued in a single pipeline.  One queue and one writer keep every channel's order (all
-  payloads of this instance, in fact).  The queue is bounded: a publisher waits for room
-  when Redis falls behind, rather than memory growing without limit.
-- **Publishers share a ``BlockingConnectionPool``**, which makes a caller wait for a free
-  connection where the default pool raises once its limit is reached.
+- **Publishing is batched.**  The switchboard publishes one effect at a time, so a round
+  trip per ``PUBLISH`` would cap the instance at one effect per round trip.  ``publish``
+  only queues the payload; one writer task, on a connection of its own, writes all that is
+  queued as one batch of ``PUBLISH`` commands, then reads their replies.  An idle writer
+  sends a payload at the next turn of the event loop; what is published while a batch is
+  in flight makes up the next one, so the busier the instance, the larger the batches.
+  One queue and one writer keep every channel's order.  The queue is bounded: publishers
+  wait for room when Redis falls behind.
+- **The reader takes replies straight from the connection's parser** (RESP2, where a
+  message is a plain reply): redis-py's ``PubSub.get_message`` costs several times more.
 - **Subscribing waits for Redis's confirmation**, so a payload published right after
   ``subscribe`` returns (the ``welcome`` after a join) is not missed.
 - **Redis going away is visible and survivable.**  ``healthy`` says whether both
   connections are up (``/readyz`` reports it); ``publish`` and ``subscribe`` raise
   ``FanoutUnavailable`` while Redis is known to be unreachable instead of queueing what
-  cannot be delivered.  Payloads queued when a pipeline fails are dropped (delivery is at
+  cannot be delivered.  Payloads queued when a batch fails are dropped (delivery is at
   most once, as the ``Fanout`` protocol says).  The reader reconnects with backoff,
   subscribes to every channel again, and then calls each ``on_reconnect`` callback: what
   was published meanwhile is lost, so the owner must resynchronise.
@@ -57,6 +59,8 @@ QUEUE_LIMIT = 10_000
 #: Connections for publishing (and pings); the writer needs one at a time.
 MAX_CONNECTIONS = 8
 CONNECT_TIMEOUT = 2.0
+#: How long one batch may take to be written and acknowledged.
+PUBLISH_TIMEOUT = 5.0
 #: How long ``subscribe`` waits for Redis to confirm.
 SUBSCRIBE_TIMEOUT = 5.0
 BACKOFF_FIRST = 0.05
@@ -73,6 +77,20 @@ def _jitter(delay: float) -> float:
 def _connection_of(pubsub: PubSub | None) -> AbstractConnection | None:
     """The pub/sub connection, if it has one (redis-py types it as always ``None``)."""
     return cast("AbstractConnection | None", getattr(pubsub, "connection", None))
+
+
+def _publish_commands(batch: list[tuple[str, str]]) -> bytes:
+    """The RESP bytes of one ``PUBLISH channel payload`` for each of ``batch``."""
+    out = bytearray()
+    for channel, payload in batch:
+        name, data = channel.encode(), payload.encode()
+        out += b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+            len(name),
+            name,
+            len(data),
+            data,
+        )
+    return bytes(out)
 
 
 def redis_location(url: str) -> str:
@@ -130,11 +148,20 @@ class RedisFanout:
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_keepalive": True,
             "retry": Retry(NoBackoff(), 0),
+            # RESP2: pub/sub messages are plain replies.  Under RESP3 they are push
+            # notifications, which redis-py routes through a handler that logs each one.
+            "protocol": 2,
+            # No read timeout on the connections themselves: the subscriber waits for
+            # payloads as long as there are none, and a timeout on each write would cost
+            # the writer a task per batch; the writer times each batch instead.
+            "socket_timeout": None,
         }
         self._pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=CONNECT_TIMEOUT, **options
         )
         self._client = Redis(connection_pool=self._pool)
+        #: The writer's connection, taken from the pool on its first batch.
+        self._writer_connection: AbstractConnection | None = None
         self._subscriber_pool = ConnectionPool.from_url(url, max_connections=2, **options)
         self._subscriber_client = Redis(connection_pool=self._subscriber_pool)
         self._queue: collections.deque[tuple[str, str]] = collections.deque()
@@ -257,11 +284,22 @@ class RedisFanout:
                 await self._until_reachable()
 
     async def _send(self, batch: list[tuple[str, str]]) -> None:
-        """``PUBLISH`` each of ``batch`` in one round trip (one pipeline, no transaction)."""
-        pipe = self._client.pipeline(transaction=False)
-        for channel, payload in batch:
-            pipe.publish(channel, payload)
-        await pipe.execute()
+        """``PUBLISH`` each of ``batch`` in one write and one round trip: the commands are
+        written together on the writer's own connection, then their replies read."""
+        connection = self._writer_connection
+        if connection is None:
+            connection = self._writer_connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await connection.send_packed_command(_publish_commands(batch), check_health=False)
+                for _ in batch:
+                    await connection.read_response()
+        except BaseException:
+            # The connection's state is unknown (a reply may be half read): never reuse it.
+            self._writer_connection = None
+            await connection.disconnect(nowait=True)
+            await self._pool.release(connection)
+            raise
 
     async def _until_reachable(self) -> None:
         """Ping with backoff until Redis answers; then publishing is allowed again."""
@@ -363,31 +401,36 @@ class RedisFanout:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _read(self, pubsub: PubSub) -> None:
+        """Read the subscriber connection's replies straight from its parser: redis-py's
+        ``get_message`` does far more per message than a relay can afford."""
+        connection = _connection_of(pubsub)
+        if connection is None:
+            raise ConnectionError("the subscriber connection is not open")
+        channels = self._channels
         while True:
-            message = await pubsub.get_message(timeout=None)
-            if message is None:
-                continue
-            kind = message["type"]
+            reply = await connection.read_response()
+            if not isinstance(reply, list) or len(reply) != 3:
+                continue  # a PONG, or nothing this fan-out asked for
+            kind, channel, data = reply
             if kind == "message":
-                await self._dispatch(message["channel"], message["data"])
+                entry = channels.get(channel)
+                if entry is not None:
+                    await self._dispatch(entry, data)
             elif kind == "subscribe":
-                waiting = self._unconfirmed.get(message["channel"])
+                waiting = self._unconfirmed.get(channel)
                 if waiting:
                     waiting.popleft().ready.set()
                     if not waiting:
-                        del self._unconfirmed[message["channel"]]
+                        del self._unconfirmed[channel]
 
-    async def _dispatch(self, channel: str, payload: str) -> None:
-        entry = self._channels.get(channel)
-        if entry is None:
-            return
+    async def _dispatch(self, entry: _Channel, payload: str) -> None:
         for subscription in tuple(entry.callbacks):
             if not subscription.active:
                 continue
             try:
                 await subscription.callback(payload)
             except Exception:
-                log.exception("subscriber of %s failed", channel)
+                log.exception("subscriber of %s failed", entry.name)
 
     async def _after_reconnect(self) -> None:
         """Once every channel is confirmed again, let the owners resynchronise."""

@@ -4,8 +4,9 @@ Redis hop; ours against the reference PeerJS server.
 1. Relay.  ``--pairs`` pairs of websockets relay ``--size``-byte ``candidate`` messages in a
    closed loop (one message in flight per pair) through a server in its own process: ours
    (each pair a therapist and an admitted client in a call; the per-socket rate limit
-   lifted, see ``bench.fanout.serve``), ours with ``ALCOVE_REDIS_URL`` set (every effect
-   through Redis), and PeerJS (``CANDIDATE`` messages between two peer ids).
+   lifted, see ``bench.fanout.serve``), ours as two instances sharing Redis (each pair's
+   therapist on one, its client on the other: every message crosses Redis once), and
+   PeerJS (``CANDIDATE`` messages between two peer ids).
 2. The Redis hop.  The same loop straight on the fan-out: two ``RedisFanout`` instances in
    this process against one ``LocalFanout``; publish → callback latency.  Once with the
    relay's load, once with a single pair (the hop without queueing).
@@ -47,6 +48,26 @@ async def relay_ours(args: argparse.Namespace, **env: str) -> relay.Result:
                 warmup=WARMUP,
                 seconds=args.seconds,
                 server_pid=server.pid,
+            )
+        finally:
+            await people.close()
+
+
+async def relay_two_instances(args: argparse.Namespace) -> relay.Result:
+    """Each pair's therapist on one instance, its client on the other, through Redis."""
+    async with alcove.running_servers(2, ALCOVE_REDIS_URL=REDIS_URL) as (first, second):
+        people = alcove.People()
+        try:
+            pairs = await alcove.pairs_in_calls(
+                first, people, args.pairs, args.size, clients_on=second
+            )
+            return await relay.run(
+                pairs,
+                alcove.is_relayed,
+                alcove.answer_pings,
+                warmup=WARMUP,
+                seconds=args.seconds,
+                server_pid=(first.pid, second.pid),
             )
         finally:
             await people.close()
@@ -114,14 +135,18 @@ async def main(args: argparse.Namespace) -> None:
     print("\nrelay through the server (latency: send -> the other side has read it)")
     ours = await relay_ours(args)
     print(f"  ours (in-process fan-out)  {ours.line()}")
-    ours_redis = await relay_ours(args, ALCOVE_REDIS_URL=REDIS_URL)
-    print(f"  ours (through Redis)       {ours_redis.line()}")
+    ours_redis = await relay_two_instances(args)
+    print(f"  ours (two instances, Redis){ours_redis.line()}")
     reference = await relay_peerjs(args)
     print(f"  PeerJS {peerjs.VERSION}               {reference.line()}")
     print(
         f"  ours / PeerJS: throughput {ours.throughput / reference.throughput:.2f}x, "
         f"p50 {_ms(ours, 0.5) / _ms(reference, 0.5):.2f}x, "
         f"p99 {_ms(ours, 0.99) / _ms(reference, 0.99):.2f}x"
+    )
+    print(
+        f"  two instances / one: throughput {ours_redis.throughput / ours.throughput:.2f}x, "
+        f"p50 +{_ms(ours_redis, 0.5) - _ms(ours, 0.5):.3f} ms"
     )
 
     print("\nthe Redis hop (publish -> callback, two RedisFanouts in one process)")

@@ -64,42 +64,66 @@ class Server:
     url: str
     pid: int
     db: async_sessionmaker[AsyncSession]
+    #: The websocket endpoint; on a second instance, its own port (``url`` is the first's).
+    ws_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.ws_url = self.ws_url or f"{self.url.replace('http', 'ws', 1)}/ws"
 
 
 @contextlib.asynccontextmanager
 async def running_server(**env: str) -> AsyncIterator[Server]:
     """``bench.fanout.serve`` on a free port with a fresh SQLite database."""
+    async with running_servers(1, **env) as servers:
+        yield servers[0]
+
+
+@contextlib.asynccontextmanager
+async def running_servers(count: int, **env: str) -> AsyncIterator[list[Server]]:
+    """``count`` instances of ``bench.fanout.serve`` sharing one fresh SQLite database (and,
+    through ``ALCOVE_REDIS_URL`` in ``env``, their rooms), each on a free port.  They stand
+    behind one address as behind a load balancer: the first's ``url`` is every instance's
+    public URL, so a browser's cookies and ``Origin`` are good on each."""
     with tempfile.TemporaryDirectory(prefix="alcove-fanout-") as tmp:
-        port = free_port()
+        ports = [free_port() for _ in range(count)]
         database = f"sqlite+aiosqlite:///{tmp}/alcove.db"
-        values = {
-            "ALCOVE_DATABASE_URL": database,
-            "ALCOVE_SECRET_KEY": "bench-" + "s" * 40,
-            "ALCOVE_DATA_DIR": tmp,
-            "ALCOVE_PORT": str(port),
-            "ALCOVE_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "ALCOVE_LOG_LEVEL": "WARNING",
-            **env,
-        }
+        public = f"http://127.0.0.1:{ports[0]}"
         await migrate_database(database)
         environ = {k: v for k, v in os.environ.items() if not k.startswith("ALCOVE_")}
-        environ.update(values, PYTHONPATH=str(ROOT))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.fanout.serve",
-            cwd=tmp,
-            env=environ,
-            stdout=asyncio.subprocess.DEVNULL,
+        environ.update(
+            ALCOVE_DATABASE_URL=database,
+            ALCOVE_SECRET_KEY="bench-" + "s" * 40,
+            ALCOVE_DATA_DIR=tmp,
+            ALCOVE_PUBLIC_URL=public,
+            ALCOVE_LOG_LEVEL="WARNING",
+            PYTHONPATH=str(ROOT),
+            **env,
         )
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.fanout.serve",
+                cwd=tmp,
+                env={**environ, "ALCOVE_PORT": str(port)},
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+            for port in ports
+        ]
         engine = create_engine(database)
         try:
-            url = values["ALCOVE_PUBLIC_URL"]
-            await _wait_ready(url, process)
-            yield Server(url, process.pid, sessionmaker(engine))
+            servers = []
+            for port, process in zip(ports, processes, strict=True):
+                own = f"http://127.0.0.1:{port}"
+                await _wait_ready(own, process)
+                db = sessionmaker(engine)
+                servers.append(Server(public, process.pid, db, f"ws://127.0.0.1:{port}/ws"))
+            yield servers
         finally:
-            process.terminate()
-            await process.wait()
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                await process.wait()
             await engine.dispose()
 
 
@@ -162,9 +186,7 @@ class People:
     async def socket(
         self, server: Server, http: aiohttp.ClientSession, **hello: Any
     ) -> aiohttp.ClientWebSocketResponse:
-        ws = await http.ws_connect(
-            f"{server.url.replace('http', 'ws', 1)}/ws", headers={"Origin": server.url}
-        )
+        ws = await http.ws_connect(server.ws_url, headers={"Origin": server.url})
         self.sockets.append(ws)
         await ws.send_str(json.dumps({"type": "hello", "version": 1, **hello}))
         await expect(ws, "welcome")
@@ -190,8 +212,11 @@ async def expect(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, An
                 await ws.send_str(json.dumps({"type": "pong", "ts": data["ts"]}))
 
 
-async def pairs_in_calls(server: Server, people: People, count: int, size: int) -> list[Pair]:
-    """``count`` therapist–client pairs, each admitted and in its call."""
+async def pairs_in_calls(
+    server: Server, people: People, count: int, size: int, *, clients_on: Server | None = None
+) -> list[Pair]:
+    """``count`` therapist–client pairs, each admitted and in its call; the clients'
+    sockets on ``clients_on`` (another instance) if given."""
     frame = candidate_frame(size)
     needed = (count + PER_THERAPIST - 1) // PER_THERAPIST
     therapists = [await people.therapist(server) for _ in range(needed)]
@@ -200,7 +225,7 @@ async def pairs_in_calls(server: Server, people: People, count: int, size: int) 
     for number in range(count):
         therapist_id, therapist_http = therapists[number // PER_THERAPIST]
         appointment_id, client_http = await people.client(server, therapist_id)
-        client = await people.socket(server, client_http, devices=devices)
+        client = await people.socket(clients_on or server, client_http, devices=devices)
         host = await people.socket(server, therapist_http, appointment=f"a-{appointment_id}")
         await host.send_str(json.dumps({"type": "admit", "participant": f"c-{appointment_id}"}))
         await expect(host, "peer-joined")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -84,22 +84,23 @@ async def run(
     *,
     warmup: float,
     seconds: float,
-    server_pid: int | None = None,
+    server_pid: int | Sequence[int] | None = None,
 ) -> Result:
     """Run every pair for ``warmup`` + ``seconds``; record the last ``seconds`` only (and
-    the CPU time process ``server_pid`` used meanwhile)."""
+    the CPU time process ``server_pid`` used meanwhile, or processes: their sum)."""
+    pids = [server_pid] if isinstance(server_pid, int) else list(server_pid or ())
     result = Result()
     began = time.perf_counter()
     record_from = began + warmup
     stop_at = record_from + seconds
 
     async def account() -> None:
-        if server_pid is None:
+        if not pids:
             return
         await asyncio.sleep(record_from - time.perf_counter())
-        before, own = cpu_seconds(server_pid), time.process_time()
+        before, own = sum(map(cpu_seconds, pids)), time.process_time()
         await asyncio.sleep(stop_at - time.perf_counter())
-        result.server_cpu = cpu_seconds(server_pid) - before
+        result.server_cpu = sum(map(cpu_seconds, pids)) - before
         result.load_cpu = time.process_time() - own
 
     async def loop(pair: Pair) -> None:

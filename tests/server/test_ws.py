@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import sessions
+from server import ws as ws_endpoint
 from server.app import create_app
 from server.calls import AUDIT_WRITER
 from server.join import PARTICIPANT_COOKIE
@@ -358,3 +359,49 @@ async def test_a_participant_who_connects_twice_keeps_only_the_newer_socket(
     assert second["participant"] == first["participant"]
     await round_trip(newer)
     assert newer.close_code is None
+
+
+async def test_a_socket_on_which_nothing_arrives_is_closed_with_1000_once_idle(
+    cast: Cast,
+    db: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ws_endpoint, "IDLE_TIMEOUT", 0.5)
+    _, [(_, token)] = await therapist_with(db, clock, "sam@example.com", "Alex Morgan")
+    socket = await cast.client(token)
+
+    assert await socket.wait_closed() == 1000
+    assert socket.ws is not None and socket.ws.close_code == 1000
+
+
+async def test_a_socket_that_answers_the_pings_stays_open_past_the_idle_timeout(
+    cast: Cast,
+    db: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ws_endpoint, "PING_INTERVAL", 0.1)
+    monkeypatch.setattr(ws_endpoint, "IDLE_TIMEOUT", 1.0)
+    _, [(_, token)] = await therapist_with(db, clock, "sam@example.com", "Alex Morgan")
+    socket = await cast.client(token)  # answers every ping with a pong
+
+    for _ in range(20):  # two seconds of pings, twice the idle timeout
+        await socket.expect("ping")
+    await round_trip(socket)
+
+    assert not socket.closed.is_set()
+
+
+async def test_replies_to_a_burst_of_messages_arrive_in_the_order_sent(
+    cast: Cast, db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    _, [(_, token)] = await therapist_with(db, clock, "sam@example.com", "Alex Morgan")
+    socket = await cast.client(token)
+    assert socket.ws is not None
+    burst = range(1, 61)
+
+    for ts in burst:  # without waiting: the replies are written while others are queued
+        await socket.ws.send_str(json.dumps({"type": "ping", "ts": ts}))
+
+    assert [(await socket.expect("pong"))["ts"] for _ in burst] == list(burst)
