@@ -18,7 +18,7 @@ What is measured, and where:
   (``MeteredSwitchboard``: it sees every parsed message after ``hello``, every ``hello``
   that resolved to a seat or lobby, and every ``error`` delivered through the switchboard);
 - booking outcomes (``counts_bookings`` around the API's and the booking page's views);
-- the local fan-out's delivery lag (``TimedFanout``).
+- the fan-out's lag between instances (``TimedFanout``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Metrics:
         )
         self.fanout_lag = Histogram(
             "alcove_fanout_lag_seconds",
-            "Time from publishing an effect on the local fan-out to its delivery.",
+            "Time from publishing an effect for another instance to its delivery there.",
             buckets=LAG_BUCKETS,
             registry=r,
         )
@@ -193,7 +193,16 @@ class MeteredSwitchboard(Switchboard):
     def __init__(self, fanout: Fanout, registry: Registry, metrics: Metrics) -> None:
         super().__init__(fanout, registry)
         self._metrics = metrics
+        #: The counter of each message type, looked up once (``labels`` is not free, and
+        #: this runs for every message).
+        self._received: dict[str, Counter] = {}
         metrics.watch(registry)
+
+    def _count(self, kind: str) -> None:
+        counter = self._received.get(kind)
+        if counter is None:
+            counter = self._received[kind] = self._metrics.messages.labels(type=kind)
+        counter.inc()
 
     async def join(
         self,
@@ -203,17 +212,17 @@ class MeteredSwitchboard(Switchboard):
         ice_servers: Sequence[IceServer] = (),
         devices: DeviceSummary | None = None,
     ) -> Handle:
-        self._metrics.messages.labels(type="hello").inc()
+        self._count("hello")
         counted = CountingConnection(connection, self._metrics)
         return await super().join(seat, counted, ice_servers=ice_servers, devices=devices)
 
     async def watch(self, watcher: Watcher, connection: Connection) -> Handle:
-        self._metrics.messages.labels(type="hello").inc()
+        self._count("hello")
         return await super().watch(watcher, CountingConnection(connection, self._metrics))
 
     async def receive(self, handle: Handle, message: Message) -> None:
-        self._metrics.messages.labels(type=message.TYPE).inc()
-        if isinstance(message, CallConnected) and self.registry.role_of(handle) is Role.CLIENT:
+        self._count(message.TYPE)
+        if isinstance(message, CallConnected) and self.role_of(handle) is Role.CLIENT:
             self._metrics.admit_to_connected.observe(message.admit_to_connected_ms / 1000)
         await super().receive(handle, message)
 
@@ -221,8 +230,10 @@ class MeteredSwitchboard(Switchboard):
 class TimedFanout:
     """A ``Fanout`` that stamps each payload when published and observes its delivery lag.
 
-    The stamp is this process's monotonic clock, so it is only meaningful in one process:
-    wrap the in-process fan-out, not one between instances.
+    The stamp is the wall clock, so between instances on different hosts the lag is only as
+    true as their clocks agree (keep them in sync with NTP, as the outbox leases need anyway).
+    Effects for sockets of the same instance skip the fan-out, so what is observed is the
+    lag between instances.
     """
 
     def __init__(self, inner: Fanout, metrics: Metrics) -> None:
@@ -230,12 +241,12 @@ class TimedFanout:
         self._metrics = metrics
 
     async def publish(self, channel: str, payload: str) -> None:
-        await self._inner.publish(channel, f"{time.perf_counter()!r} {payload}")
+        await self._inner.publish(channel, f"{time.time()!r} {payload}")
 
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
         async def timed(stamped: str) -> None:
             stamp, _, payload = stamped.partition(" ")
-            self._metrics.fanout_lag.observe(max(time.perf_counter() - float(stamp), 0.0))
+            self._metrics.fanout_lag.observe(max(time.time() - float(stamp), 0.0))
             await callback(payload)
 
         return await self._inner.subscribe(channel, timed)

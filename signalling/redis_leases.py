@@ -23,6 +23,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from signalling.fanout import FanoutUnavailable
@@ -161,10 +162,14 @@ class RedisLeases:
         return False
 
     async def _call(self, script: Any, therapist: str, what: str) -> object:
+        key = lease_key(self._namespace, therapist)
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
-                key = lease_key(self._namespace, therapist)
-                return await script(keys=[key], args=[self._me, self._lease_ms])
+                try:
+                    return await script(keys=[key], args=[self._me, self._lease_ms])
+                except (RedisConnectionError, OSError):
+                    # A pooled connection from before Redis restarted: once more, afresh.
+                    return await script(keys=[key], args=[self._me, self._lease_ms])
         except _NETWORK_ERRORS as exc:
             raise FanoutUnavailable(
                 f"Redis at {self.location} is unreachable: could not {what} ({type(exc).__name__})"

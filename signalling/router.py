@@ -10,6 +10,7 @@ owner learns who is admitted from the database, so nobody goes back to the waiti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MOVED_REASON = "the room moved to another server; reconnecting"
+#: A socket whose forwarded ``hello`` has had no answer for this long is closed with 1012,
+#: and its browser tries again: the command was lost (the owner was cut off from Redis).
+ANSWER_SECONDS = 5.0
 UNREACHABLE = (
     "the server holding this session could not be reached just now; it will work again in a moment"
 )
@@ -63,6 +67,9 @@ class Router:
         self._leases = leases
         self._homes: dict[str, Home] = {}
         self._subscriptions: list[Subscription] = []
+        #: The sockets whose forwarded ``hello`` has not been answered yet, by token.
+        self._unanswered: dict[str, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def me(self) -> str:
@@ -140,6 +147,7 @@ class Router:
     async def disconnect(self, handle: Handle) -> bool:
         """Forget a socket that went away; whether its rooms are held elsewhere (and were
         told, if they could be)."""
+        self.heard(handle)
         home = self._homes.pop(handle.token, None)
         if home is None or home.owner == self.me:
             return False
@@ -150,18 +158,39 @@ class Router:
             log.info("could not tell another instance that a socket went away")
         return True
 
+    def heard(self, handle: Handle) -> None:
+        """Something arrived for ``handle``: its ``hello`` was answered."""
+        timer = self._unanswered.pop(handle.token, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expect_answer(self, home: Home) -> None:
+        def unanswered() -> None:
+            self._unanswered.pop(home.handle.token, None)
+            if self._homes.get(home.handle.token) is home:
+                log.info("a forwarded hello had no answer: the socket tries again")
+                task = asyncio.get_running_loop().create_task(self._close(home))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+        loop = asyncio.get_running_loop()
+        self._unanswered[home.handle.token] = loop.call_later(ANSWER_SECONDS, unanswered)
+
     async def _register(self, command: Command, role: Role) -> bool:
         try:
             owner = await self._owner(command.therapist)
         except FanoutUnavailable as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, UNREACHABLE) from exc
-        self._homes[command.handle.token] = Home(command.handle, command.therapist, role, owner)
+        home = Home(command.handle, command.therapist, role, owner)
+        self._homes[command.handle.token] = home
         if owner == self.me:
             return False
+        self._expect_answer(home)
         try:
             await self._switchboard.fanout.publish(inbox_channel(owner), dump_command(command))
         except FanoutUnavailable as exc:
             self._homes.pop(command.handle.token, None)
+            self.heard(command.handle)
             raise ProtocolError(ErrorCode.UNAVAILABLE, UNREACHABLE) from exc
         return True
 

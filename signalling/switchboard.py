@@ -370,6 +370,8 @@ class Switchboard:
         connection = self._local.get(channel_of(effect.to), {}).get(effect.to.token)
         if connection is None:
             return False  # another instance's connection, or one already closed
+        if self._router is not None:
+            self._router.heard(effect.to)
         if isinstance(effect, Close):
             await self._detach(effect.to)
             await connection.close(int(effect.code), effect.reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -248,3 +249,19 @@ async def test_after_redis_returns_the_owner_takes_its_leases_again_and_remote_s
     assert store == {"t-1": "east"}
     assert therapist.connection.close_code is None  # its rooms are held where it is
     assert client.connection.close_code == CloseCode.MOVED  # reconnects to learn the state
+
+
+async def test_a_hello_forwarded_to_an_owner_that_never_answers_is_tried_again(
+    instances: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("signalling.router.ANSWER_SECONDS", 0.01)
+    _, west, store = instances
+    store["t-1"] = "north"  # an instance cut off from Redis: nothing reaches its inbox
+
+    client = await west.join(client_seat(), "client")
+    answered = await west.join(client_seat("c-2", "a-2", "t-2"), "answered")
+    await asyncio.sleep(0.1)
+
+    assert client.connection.sent == []
+    assert client.connection.close_code == CloseCode.MOVED
+    assert answered.connection.close_code is None  # west holds t-2 and answered at once
