@@ -323,7 +323,7 @@ class Registry:
             log.debug("participant %s: %s dropped, no peer in the call", sender.id, message.TYPE)
             return []
         out: list[Effect] = []
-        send(out, peer, dataclasses.replace(message, id=None))
+        send(out, peer, message if message.id is None else dataclasses.replace(message, id=None))
         return out
 
     def chat(self, actor: Handle, message: Chat) -> list[Effect]:

@@ -21,10 +21,11 @@ at once rather than at the sockets' next message.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+import orjson
 
 from signalling.effects import Handle
 from signalling.lobby import Watcher
@@ -137,13 +138,13 @@ def dump_command(command: Command) -> str:
         data["devices"] = encode_struct(command.devices)
     if command.message is not None:
         data["message"] = encode(command.message)
-    return json.dumps(data, separators=(",", ":"))
+    return orjson.dumps(data).decode()
 
 
 def load_command(payload: str) -> Command:
     """The command ``dump_command`` wrote; ``ValueError`` for anything else."""
     try:
-        data = json.loads(payload)
+        data = orjson.loads(payload)
         op = data["op"]
         if op not in ("join", "watch", "receive", "disconnect"):
             raise ValueError(f"unknown op {op!r}")
@@ -182,13 +183,13 @@ class Moved:
 
 
 def dump_moved(moved: Moved) -> str:
-    return json.dumps({"therapist": moved.therapist, "owner": moved.owner})
+    return orjson.dumps({"therapist": moved.therapist, "owner": moved.owner}).decode()
 
 
 def load_moved(payload: str) -> Moved:
     """The announcement ``dump_moved`` wrote; ``ValueError`` for anything else."""
     try:
-        data = json.loads(payload)
+        data = orjson.loads(payload)
         owner = data["owner"]
         return Moved(str(data["therapist"]), None if owner is None else str(owner))
     except (KeyError, TypeError, ValueError) as exc:
