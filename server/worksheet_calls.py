@@ -94,6 +94,8 @@ class CallWorksheets:
         self._people: dict[int, _People] = {}
         #: The worksheet open in each call this instance has seen (None: none is).
         self._open_ids: dict[int, int | None] = {}
+        #: Each call's participants as subscribers, made once (every keystroke needs one).
+        self._subscribers: dict[int, dict[str, CallSubscriber]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # Messages
@@ -116,7 +118,7 @@ class CallWorksheets:
             case Yjs():
                 worksheet_id = await self._current(appointment_id, message)
                 subscriber = await self._subscriber(appointment_id, sender)
-                if sender.id not in self._live.subscribers(worksheet_id):
+                if not self._live.is_subscribed(worksheet_id, sender.id):
                     await self._attach(appointment_id, worksheet_id, sender)
                 try:
                     await self._live.receive(worksheet_id, subscriber, message.data)
@@ -214,8 +216,8 @@ class CallWorksheets:
                     CallWorksheet.appointment_id == appointment_id
                 )
             )
-        self._open_ids[appointment_id] = found
-        return found
+        # A worksheet opened or closed while this was read is newer than what was read.
+        return self._open_ids.setdefault(appointment_id, found)
 
     def _members(self, appointment_id: int, *, all_states: bool = False) -> list[Participant]:
         room = self._switchboard.registry.room(appointment_ref(appointment_id))
@@ -235,13 +237,18 @@ class CallWorksheets:
         return people
 
     async def _subscriber(self, appointment_id: int, participant: Participant) -> CallSubscriber:
-        people = await self._people_of(appointment_id)
-        actor = (
-            (Actor.THERAPIST, people.therapist_id)
-            if participant.role is Role.THERAPIST
-            else (Actor.CLIENT, people.client_id)
-        )
-        return CallSubscriber(self._switchboard, participant.id, actor)
+        known = self._subscribers.setdefault(appointment_id, {})
+        subscriber = known.get(participant.id)
+        if subscriber is None:
+            people = await self._people_of(appointment_id)
+            actor = (
+                (Actor.THERAPIST, people.therapist_id)
+                if participant.role is Role.THERAPIST
+                else (Actor.CLIENT, people.client_id)
+            )
+            subscriber = CallSubscriber(self._switchboard, participant.id, actor)
+            known[participant.id] = subscriber
+        return subscriber
 
     async def _attach(
         self, appointment_id: int, worksheet_id: int, participant: Participant
@@ -296,6 +303,7 @@ class CallWorksheets:
             await self._close(appointment_id, worksheet_id)
         self._people.pop(appointment_id, None)
         self._open_ids.pop(appointment_id, None)
+        self._subscribers.pop(appointment_id, None)
 
     async def drain(self) -> None:
         """Wait for the event work under way."""

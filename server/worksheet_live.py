@@ -74,10 +74,11 @@ class _Live:
     editors: set[tuple[Actor, int]] = field(default_factory=set)
     saver: asyncio.TimerHandle | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The worksheet's id on the wire.
+    ref: str = field(init=False)
 
-    @property
-    def ref(self) -> str:
-        return worksheet_ref(self.worksheet_id)
+    def __post_init__(self) -> None:
+        self.ref = worksheet_ref(self.worksheet_id)
 
     def shown(self) -> WorksheetShown:
         return WorksheetShown(
@@ -112,6 +113,10 @@ class LiveWorksheets:
         live = self._live.get(worksheet_id)
         return sorted(live.subscribers) if live is not None else []
 
+    def is_subscribed(self, worksheet_id: int, key: str) -> bool:
+        live = self._live.get(worksheet_id)
+        return live is not None and key in live.subscribers
+
     async def attach(self, worksheet_id: int, subscriber: Subscriber) -> None:
         """Open the worksheet for ``subscriber``: it is sent ``worksheet``, the server's sync
         step 1 and, if nothing is waiting to be saved, ``worksheet-saved``; then every
@@ -144,16 +149,16 @@ class LiveWorksheets:
         if live is None or subscriber.key not in live.subscribers:
             raise WorksheetGone(worksheet_ref(worksheet_id))
         reply = live.shared.receive(data)
-        if reply.broadcast is not None:
-            live.editors.add(subscriber.actor)
-            self._schedule_save(live)
         if reply.reply is not None:
             await subscriber.deliver(Yjs(worksheet=live.ref, data=reply.reply))
-        if reply.broadcast is not None:
-            update = Yjs(worksheet=live.ref, data=reply.broadcast)
-            for key, other in list(live.subscribers.items()):
-                if key != subscriber.key:
-                    await other.deliver(update)
+        if reply.broadcast is None:
+            return
+        live.editors.add(subscriber.actor)
+        self._schedule_save(live)
+        update = Yjs(worksheet=live.ref, data=reply.broadcast)
+        for key, other in tuple(live.subscribers.items()):
+            if key != subscriber.key:
+                await other.deliver(update)
 
     async def editing(self, worksheet_id: int, subscriber: Subscriber, path: str | None) -> None:
         """Tell the others which field ``subscriber`` is in."""
@@ -228,51 +233,65 @@ class LiveWorksheets:
 
     async def _save_due(self) -> None:
         while self._due:
-            _, live = self._due.popitem()
+            due = sorted(self._due.values(), key=lambda live: live.worksheet_id)
+            self._due.clear()
             try:
-                await self._save(live)
+                await self._save(*due)
             except Exception:
-                log.exception("could not save worksheet %s", live.worksheet_id)
+                log.exception("could not save %d worksheets", len(due))
 
-    async def _save(self, live: _Live) -> None:
-        async with live.lock:
-            if live.saver is not None:
-                live.saver.cancel()
-                live.saver = None
-            if not live.shared.dirty:
+    async def _save(self, *lives: _Live) -> None:
+        """Save the worksheets in one transaction (the caller passes them in the order of
+        their ids, the order their locks are taken in), then announce each save."""
+        saved: list[tuple[_Live, int]] = []
+        async with contextlib.AsyncExitStack() as locks:
+            changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]] = []
+            for live in lives:
+                await locks.enter_async_context(live.lock)
+                if live.saver is not None:
+                    live.saver.cancel()
+                    live.saver = None
+                if not live.shared.dirty:
+                    continue
+                live.shared.mark_clean()
+                editors, live.editors = live.editors, set()
+                state = compact(live.shared.doc)
+                content = json.dumps(render(live.template, live.shared.doc), ensure_ascii=False)
+                changed.append((live, editors, state, content))
+            if not changed:
                 return
-            live.shared.mark_clean()
-            editors, live.editors = live.editors, set()
-            state = compact(live.shared.doc)
-            content = json.dumps(render(live.template, live.shared.doc), ensure_ascii=False)
             now = self._clock()
             try:
                 async with self._sessionmaker() as db, db.begin():
-                    revision = await worksheet_store.save_state(
-                        db, live.worksheet_id, state=state, content=content, now=now
-                    )
-                    for actor, actor_id in sorted(editors):
-                        audit.record(
-                            db,
-                            at=now,
-                            actor=actor,
-                            actor_id=actor_id,
-                            action="worksheet.write",
-                            record_type="worksheet",
-                            record_id=live.worksheet_id,
+                    for live, editors, state, content in changed:
+                        revision = await worksheet_store.save_state(
+                            db, live.worksheet_id, state=state, content=content, now=now
                         )
+                        for actor, actor_id in sorted(editors):
+                            audit.record(
+                                db,
+                                at=now,
+                                actor=actor,
+                                actor_id=actor_id,
+                                action="worksheet.write",
+                                record_type="worksheet",
+                                record_id=live.worksheet_id,
+                            )
+                        if revision is not None:
+                            saved.append((live, revision))
             except Exception:
                 # Keep the changes marked unsaved: the next change or flush tries again.
-                live.shared.dirty = True
-                live.editors |= editors
-                log.exception("could not save worksheet %s", live.worksheet_id)
+                for live, editors, _, _ in changed:
+                    live.shared.dirty = True
+                    live.editors |= editors
+                log.exception("could not save worksheets %s", [c[0].worksheet_id for c in changed])
                 return
-            if revision is None:
-                return
-            live.revision = revision
-        saved = WorksheetSaved(worksheet=live.ref, revision=revision)
-        for subscriber in list(live.subscribers.values()):
-            await subscriber.deliver(saved)
+            for live, revision in saved:
+                live.revision = revision
+        for live, revision in saved:
+            message = WorksheetSaved(worksheet=live.ref, revision=revision)
+            for subscriber in tuple(live.subscribers.values()):
+                await subscriber.deliver(message)
 
     async def _audit(self, worksheet_id: int, actors: list[tuple[Actor, int]], action: str) -> None:
         async with self._sessionmaker() as db, db.begin():

@@ -205,7 +205,11 @@ def _check_field(field: Field, container: Map[Any], path: str) -> None:
     if isinstance(field, TextField):
         if not isinstance(value, Text):
             raise LimitError(path, "is not a shared text")
-        length = len(str(value))
+        # A text's own length counts UTF-8 bytes, never fewer than its characters: only a
+        # text that may be too long is turned into a string to count them.
+        length = len(value)
+        if length > field.max_length:
+            length = len(str(value))
         if length > field.max_length:
             raise LimitError(
                 path, f"is {length} characters long, more than the limit of {field.max_length}"

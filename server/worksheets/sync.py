@@ -5,9 +5,10 @@ A message is ``varuint(0 = sync) · varuint(step) · varbytes(payload)``, where 
 missing) or 2 (an update). Messages are built with pycrdt's helpers; incoming ones are
 decoded here, strictly, since pycrdt's decoder trusts its input.
 
-`SharedWorksheet` holds the authoritative document. Every incoming update is first applied
-to a *candidate* copy and checked with `check_limits`; only an update that passes reaches
-the authoritative document, so a refused update leaves it exactly as it was.
+`SharedWorksheet` holds the authoritative document. Every incoming update is applied to it
+once and the fields it touched are checked with `check_limits`; an update that fails is
+undone (the document is built afresh from a checkpoint of its state and the changes
+accepted since), so a refused update leaves it exactly as it was.
 """
 
 from __future__ import annotations
@@ -38,26 +39,9 @@ EMPTY_UPDATE = b"\x00\x00"
 
 _BOOKKEEPING_BYTES = 32  # a new client's entry in the state, at most, besides the update
 _MAX_VARUINT_BITS = 53  # as lib0: larger numbers are not safe integers in JavaScript
-
-
-class _Candidate:
-    """A copy of the document to try updates on, noting which fields each one touches."""
-
-    def __init__(self, doc: Doc[Any]) -> None:
-        self.doc = doc
-        #: The fields changed since `touched` was reset; None: the root map itself changed,
-        #: so everything must be checked.
-        self.touched: set[str] | None = set()
-        root: Map[Any] = doc.get(ROOT, type=Map)
-        self._subscription = root.observe_deep(self._record)
-
-    def _record(self, events: list[Any]) -> None:
-        for event in events:
-            path = event.path
-            if not path:
-                self.touched = None
-            elif self.touched is not None:
-                self.touched.add(str(path[0]))
+#: The sync steps by number (looking them up in the enum each time is slow).
+_STEPS = tuple(sorted(YSyncMessageType, key=int))
+_CHECKPOINT_EVERY = 256  # accepted changes kept for undoing, before a fresh checkpoint
 
 
 class SyncError(ValueError):
@@ -119,12 +103,12 @@ def decode_message(message: bytes) -> SyncMessage:
     if kind != YMessageType.SYNC:
         raise SyncError(f"unknown message type {kind}")
     step = reader.var_uint("sync message type")
-    if step not in tuple(YSyncMessageType):
+    if step >= len(_STEPS):
         raise SyncError(f"unknown sync message type {step}")
     payload = reader.var_bytes("payload")
     if reader.remaining:
         raise SyncError(f"{reader.remaining} bytes after the end of the message")
-    return SyncMessage(YSyncMessageType(step), payload)
+    return SyncMessage(_STEPS[step], payload)
 
 
 class _Reader:
@@ -176,6 +160,10 @@ class SharedWorksheet:
     `on_change`, if given, is called with each change's update: both are for debouncing
     persistence. `on_change` must not raise.
 
+    A refused update is undone by building the document afresh from a checkpoint of its
+    state and the changes accepted since, so `doc` may be replaced by an equal document:
+    read it from here each time rather than keeping it.
+
     Raises `LimitError` if `doc` does not fit `template` to begin with.
     """
 
@@ -193,20 +181,35 @@ class SharedWorksheet:
         #: on every keystroke to know it is within the limit.
         self._size_bound = len(doc.get_update())
         self.template = template
-        self.doc = doc
         self.limit = limit
         self.dirty = False
         self._on_change = on_change
-        self._candidate: _Candidate | None = None
         self._receiving = False
         self._received: list[bytes] = []
-        self._subscription: Subscription | None = doc.observe(self._observe)
+        #: The fields the update being received touched; None: the root map itself changed.
+        self._touched: set[str] | None = set()
+        self._subscriptions: list[Subscription] = []
+        self._attach(doc)
+
+    def _attach(self, doc: Doc[Any]) -> None:
+        self.doc = doc
+        #: The state a refused update is undone to: this, then `_since`, in order.
+        self._checkpoint = doc.get_update()
+        self._since: list[bytes] = []
+        root: Map[Any] = doc.get(ROOT, type=Map)
+        # pycrdt's own `observe_deep` wraps every event in Python objects, which cost more
+        # than applying the update; only the path of each event is needed here.
+        self._subscriptions = [
+            doc.observe(self._observe),
+            root.integrated.observe_deep(self._record),
+        ]
 
     def close(self) -> None:
         """Stop observing the document."""
-        if self._subscription is not None:
-            self.doc.unobserve(self._subscription)
-            self._subscription = None
+        subscriptions, self._subscriptions = self._subscriptions, []
+        if subscriptions:
+            self.doc.unobserve(subscriptions[0])
+            subscriptions[1].drop()
 
     def mark_clean(self) -> None:
         """Say that the current state has been stored."""
@@ -239,6 +242,7 @@ class SharedWorksheet:
         return self._apply(decoded.payload)
 
     def _apply(self, update: bytes) -> Reply:
+        """Apply `update` once, then check what it touched; undo it if it is refused."""
         if update == EMPTY_UPDATE:
             return Reply()
         if len(update) > self.limit:
@@ -246,65 +250,76 @@ class SharedWorksheet:
                 "document",
                 f"an update of {len(update)} bytes is more than the limit of {self.limit} bytes",
             )
-        candidate = self._take_candidate()
-        try:
-            candidate.doc.apply_update(update)
-            leftover = get_update(update, candidate.doc.get_state())
-        except BaseException as error:
-            if not _is_decode_failure(error):
-                raise
-            raise SyncError(f"not a valid update: {error}") from None
-        if leftover[:1] != b"\x00":
-            # Some of it depends on changes the server has not seen: Yjs would keep it
-            # pending, invisible and unsaved. Ask for everything missing instead.
-            return Reply(reply=self.sync_step1())
-        bound = self._size_bound + len(update) + _BOOKKEEPING_BYTES
-        if bound > self.limit:
-            bound = len(candidate.doc.get_update())  # measure, and start counting afresh
-        check_limits(
-            self.template,
-            candidate.doc,
-            limit=self.limit,
-            size_bound=bound,
-            fields=candidate.touched,
-        )
+        dirty = self.dirty
+        self._touched = set()
         self._receiving = True
         try:
             self.doc.apply_update(update)
-        except Exception as error:  # pragma: no cover - the candidate took the same update
+            leftover = get_update(update, self.doc.get_state())
+        except BaseException as error:
+            if not _is_decode_failure(error):
+                raise
+            self._undo(dirty)
             raise SyncError(f"not a valid update: {error}") from None
         finally:
             self._receiving = False
             changes, self._received = self._received, []
-        self._candidate = candidate
-        self._size_bound = bound
+        if leftover[:1] != b"\x00":
+            # Some of it depends on changes the server has not seen: Yjs would keep it
+            # pending, invisible and unsaved. Ask for everything missing instead.
+            self._undo(dirty)
+            return Reply(reply=self.sync_step1())
         if not changes:
             return Reply()
+        bound = self._size_bound + len(update) + _BOOKKEEPING_BYTES
+        try:
+            if bound > self.limit:
+                bound = len(self.doc.get_update())  # measure, and start counting afresh
+            check_limits(
+                self.template, self.doc, limit=self.limit, size_bound=bound, fields=self._touched
+            )
+        except LimitError:
+            self._undo(dirty)
+            raise
+        self._size_bound = bound
+        self._keep(changes)
         change = changes[0] if len(changes) == 1 else merge_updates(*changes)
         if self._on_change is not None:
             self._on_change(change)
         return Reply(broadcast=update_message(change))
 
-    def _take_candidate(self) -> _Candidate:
-        """A copy of the authoritative document that an update may be tried on.
+    def _keep(self, changes: list[bytes]) -> None:
+        """Note accepted changes for `_undo`, folding them into the checkpoint now and then."""
+        self._since.extend(changes)
+        if len(self._since) >= _CHECKPOINT_EVERY:
+            self._checkpoint = self.doc.get_update()
+            self._since = []
 
-        The copy is kept in step with each accepted update; after a refused update, or a
-        change made directly on `doc`, it is made anew.
-        """
-        candidate, self._candidate = self._candidate, None
-        if candidate is None:
-            doc: Doc[Any] = Doc()
-            doc.apply_update(self.doc.get_update())
-            candidate = _Candidate(doc)
-        candidate.touched = set()
-        return candidate
+    def _undo(self, dirty: bool) -> None:
+        """Put back the document as it was before the update being received."""
+        doc: Doc[Any] = Doc()
+        doc.apply_update(self._checkpoint)
+        for change in self._since:
+            doc.apply_update(change)
+        self.close()
+        self._attach(doc)
+        self.dirty = dirty
+
+    def _record(self, events: list[Any]) -> None:
+        touched = self._touched
+        for event in events:
+            path = event.path
+            if not path:
+                self._touched = touched = None
+            elif touched is not None:
+                touched.add(str(path[0]))
 
     def _observe(self, event: TransactionEvent) -> None:
         self.dirty = True
         if self._receiving:
             self._received.append(event.update)
             return
-        self._candidate = None
+        self._keep([event.update])
         self._size_bound += len(event.update) + _BOOKKEEPING_BYTES
         if self._on_change is not None:
             self._on_change(event.update)

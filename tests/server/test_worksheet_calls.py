@@ -379,6 +379,28 @@ async def test_a_malformed_yjs_message_is_refused_and_the_socket_stays_open(
     assert error["error"] == "bad-message"
 
 
+async def test_an_update_is_relayed_once_and_a_repeat_not_at_all(
+    cast: Cast, db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    pair = await admitted_pair(cast, db, clock)
+    therapist, client = await open_worksheet(pair)
+    assert client.worksheet is not None
+    await therapist.stop()  # the test reads the therapist's socket itself
+    client.text("went_well").insert(0, "a walk")
+    (update,) = client.peer.take_outbox()
+    sent = encode(update)
+    message = {"type": "yjs", "worksheet": client.worksheet, "data": sent}
+    await pair.client.send(message)
+    relayed = await pair.therapist.expect("yjs")
+    assert therapist.peer.receive(base64.b64decode(relayed["data"])) is None
+    assert therapist.content("went_well") == "a walk"
+
+    await pair.client.send(message)  # nothing new: nothing to relay
+    await round_trip(pair.client, pair.therapist)
+    assert pair.therapist.pending("yjs") == 0
+    assert not pair.client.of_type("error")
+
+
 # --- audit ---------------------------------------------------------------------------
 
 

@@ -271,6 +271,30 @@ def test_the_other_peer_keeps_editing_after_a_refusal() -> None:
     assert str(call.b.text("story")) == "still here"
 
 
+def test_a_refusal_after_many_accepted_edits_and_server_changes_keeps_them_all() -> None:
+    call = Call(SMALL)
+    for number in range(300):
+        peer = call.a if number % 2 == 0 else call.b
+        peer.text("story").insert(0, "ab"[number % 2])
+        call.flush()
+    add_row(SMALL, call.server.doc, "rows")
+    call.a.text("word").insert(0, "ok")
+    call.flush()
+    before = compact(call.server.doc)
+
+    call.b.fields["mood"] = 12
+    with pytest.raises(LimitError, match="mood"):
+        call.send(call.b)
+
+    assert compact(call.server.doc) == before
+    rendered = call.rendered()
+    assert rendered["story"] == "ba" * 150
+    assert (rendered["word"], len(rendered["rows"]), rendered["mood"]) == ("ok", 1, None)
+    call.a.text("word").insert(2, "!")
+    call.flush()
+    assert call.rendered()["word"] == "ok!"
+
+
 def test_an_update_larger_than_the_document_limit_is_refused_before_it_is_applied() -> None:
     call = Call(SMALL)
     rows = call.b.fields["rows"]

@@ -1,0 +1,99 @@
+"""Saving the live worksheets: edits to several worksheets due at once are stored together,
+each with its revision, audit event and ``worksheet-saved``, on the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server import worksheet_store
+from server.audit import Actor
+from server.models import AuditEvent
+from server.worksheet_live import LiveWorksheets
+from server.worksheet_models import Worksheet
+from server.worksheets import builtin_template
+from signalling.messages import Message
+from signalling.worksheet_messages import WorksheetSaved, Yjs
+from tests.conftest import FakeClock
+from tests.server.worksheets.peers import Peer
+from tests.support.arrange import make_client, make_therapist
+
+CHECK_IN = "weekly-check-in"
+
+
+class Recorder:
+    """A subscriber that keeps what it is sent."""
+
+    def __init__(self, key: str, actor: tuple[Actor, int]) -> None:
+        self.key = key
+        self.actor = actor
+        self.received: list[Message] = []
+        self.arrived = asyncio.Event()
+
+    async def deliver(self, message: Message) -> None:
+        self.received.append(message)
+        self.arrived.set()
+
+    def saved(self) -> list[int]:
+        return [m.revision for m in self.received if isinstance(m, WorksheetSaved)]
+
+
+async def test_worksheets_due_together_are_saved_together_skipping_one_deleted_meanwhile(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    therapist = await make_therapist(db, email="sam@example.com", password="a long password")
+    client = await make_client(db, therapist.id)
+    template = builtin_template(CHECK_IN)
+    async with db() as session, session.begin():
+        ids = [
+            (
+                await worksheet_store.create_worksheet(
+                    session,
+                    therapist_id=therapist.id,
+                    client_id=client.id,
+                    appointment_id=None,
+                    template_key=CHECK_IN,
+                    template=template,
+                    now=clock(),
+                )
+            ).id
+            for _ in range(3)
+        ]
+    live = LiveWorksheets(db, clock, save_delay=0.05)
+    people = [Recorder(f"client-{n}", (Actor.CLIENT, client.id)) for n in ids]
+    for worksheet_id, person in zip(ids, people, strict=True):
+        await live.attach(worksheet_id, person)
+        assert person.saved() == [0]  # nothing unsaved yet
+        peer = Peer(person.key)
+        await live.receive(worksheet_id, person, peer.sync_step1())
+        step2 = person.received[-1]
+        assert isinstance(step2, Yjs)
+        peer.receive(step2.data)
+        peer.text("went_well").insert(0, f"walked {worksheet_id}")
+        await live.receive(worksheet_id, person, peer.take_outbox()[0])
+    async with db() as session, session.begin():
+        await session.execute(delete(Worksheet).where(Worksheet.id == ids[1]))
+
+    for person in (people[0], people[2]):
+        async with asyncio.timeout(10):
+            while person.saved() == [0]:
+                await person.arrived.wait()
+                person.arrived.clear()
+    await live.close()
+
+    assert (people[0].saved(), people[1].saved(), people[2].saved()) == ([0, 1], [0], [0, 1])
+    async with db() as session:
+        for worksheet_id in (ids[0], ids[2]):
+            row = await session.get(Worksheet, worksheet_id)
+            assert row is not None
+            assert row.revision == 1
+            assert json.loads(row.content)["went_well"] == f"walked {worksheet_id}"
+        writes = set(
+            await session.scalars(
+                select(AuditEvent.record_id).where(AuditEvent.action == "worksheet.write")
+            )
+        )
+        assert {str(ids[0]), str(ids[2])} <= writes
