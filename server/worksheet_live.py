@@ -244,6 +244,7 @@ class LiveWorksheets:
         """Save the worksheets in one transaction (the caller passes them in the order of
         their ids, the order their locks are taken in), then announce each save."""
         saved: list[tuple[_Live, int]] = []
+        merged: list[tuple[_Live, bytes]] = []
         async with contextlib.AsyncExitStack() as locks:
             changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]] = []
             for live in lives:
@@ -261,12 +262,20 @@ class LiveWorksheets:
             if not changed:
                 return
             now = self._clock()
+            merged.clear()
             try:
                 async with self._sessionmaker() as db, db.begin():
                     for live, editors, state, content in changed:
                         revision = await worksheet_store.save_state(
-                            db, live.worksheet_id, state=state, content=content, now=now
+                            db,
+                            live.worksheet_id,
+                            state=state,
+                            content=content,
+                            now=now,
+                            expected=live.revision,
                         )
+                        if revision is None:
+                            revision = await self._merge_and_save(db, live, now, merged)
                         for actor, actor_id in sorted(editors):
                             audit.record(
                                 db,
@@ -288,10 +297,38 @@ class LiveWorksheets:
                 return
             for live, revision in saved:
                 live.revision = revision
+        for live, change in merged:
+            update = Yjs(worksheet=live.ref, data=change)
+            for subscriber in tuple(live.subscribers.values()):
+                await subscriber.deliver(update)
         for live, revision in saved:
             message = WorksheetSaved(worksheet=live.ref, revision=revision)
             for subscriber in tuple(live.subscribers.values()):
                 await subscriber.deliver(message)
+
+    async def _merge_and_save(
+        self, db: AsyncSession, live: _Live, now: dt.datetime, merged: list[tuple[_Live, bytes]]
+    ) -> int | None:
+        """Someone else saved this worksheet since this document was loaded or saved (its
+        copy on another instance: the homework page there, say).  Merge what they stored
+        into this document — a CRDT loses neither side's edits — and store the union."""
+        stored = await worksheet_store.stored_state(db, live.worksheet_id)
+        if stored is None:
+            return None  # deleted meanwhile
+        state, revision = stored
+        change = live.shared.merge(state)
+        if change is not None:
+            merged.append((live, change))
+            log.info("worksheet %s: merged a copy saved elsewhere", live.worksheet_id)
+        live.shared.mark_clean()
+        return await worksheet_store.save_state(
+            db,
+            live.worksheet_id,
+            state=compact(live.shared.doc),
+            content=json.dumps(render(live.template, live.shared.doc), ensure_ascii=False),
+            now=now,
+            expected=revision,
+        )
 
     async def _audit(self, worksheet_id: int, actors: list[tuple[Actor, int]], action: str) -> None:
         async with self._sessionmaker() as db, db.begin():

@@ -153,20 +153,38 @@ async def save_state(
     state: bytes,
     content: str,
     now: dt.datetime,
+    expected: int | None = None,
 ) -> int | None:
-    """Store the document and its rendering; the new revision (None: the worksheet is gone).
+    """Store the document and its rendering; the new revision (None: the worksheet is gone,
+    or its revision is no longer ``expected``: someone else saved it meanwhile).
 
     One statement, without loading the row: a busy instance saves every edited worksheet
     each second.
     """
+    statement = update(Worksheet).where(Worksheet.id == worksheet_id)
+    if expected is not None:
+        statement = statement.where(Worksheet.revision == expected)
     revision: int | None = await session.scalar(
-        update(Worksheet)
-        .where(Worksheet.id == worksheet_id)
-        .values(state=state, content=content, revision=Worksheet.revision + 1, updated_at=now)
+        statement.values(
+            state=state, content=content, revision=Worksheet.revision + 1, updated_at=now
+        )
         .returning(Worksheet.revision)
         .execution_options(synchronize_session=False)
     )
     return revision
+
+
+async def stored_state(session: AsyncSession, worksheet_id: int) -> tuple[bytes, int] | None:
+    """The stored document and its revision, locked until the transaction ends (None: the
+    worksheet is gone)."""
+    row = (
+        await session.execute(
+            select(Worksheet.state, Worksheet.revision)
+            .where(Worksheet.id == worksheet_id)
+            .with_for_update()
+        )
+    ).first()
+    return None if row is None else (bytes(row[0]), int(row[1]))
 
 
 # Homework

@@ -288,6 +288,15 @@ class SharedWorksheet:
             self._on_change(change)
         return Reply(broadcast=update_message(change))
 
+    def merge(self, state: bytes) -> bytes | None:
+        """Bring in a state of this worksheet saved elsewhere (by another instance's copy):
+        the update message that brings a participant up to date, None if it held nothing
+        new.  What was saved passed the limits where it was made, so it is not checked."""
+        before = self.doc.get_state()
+        self.doc.apply_update(state)
+        change = self.doc.get_update(before)
+        return None if change == EMPTY_UPDATE else update_message(change)
+
     def _keep(self, changes: list[bytes]) -> None:
         """Note accepted changes for `_undo`, folding them into the checkpoint now and then."""
         self._since.extend(changes)

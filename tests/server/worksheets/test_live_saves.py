@@ -97,3 +97,54 @@ async def test_worksheets_due_together_are_saved_together_skipping_one_deleted_m
             )
         )
         assert {str(ids[0]), str(ids[2])} <= writes
+
+
+async def test_two_instances_editing_one_worksheet_store_the_union_of_their_edits(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    # The call's copy on one instance, the client's homework page on another: each holds its
+    # own document, and each save merges what the other stored first.
+    therapist = await make_therapist(db, email="sam@example.com", password="a long password")
+    client = await make_client(db, therapist.id)
+    async with db() as session, session.begin():
+        worksheet = await worksheet_store.create_worksheet(
+            session,
+            therapist_id=therapist.id,
+            client_id=client.id,
+            appointment_id=None,
+            template_key=CHECK_IN,
+            template=builtin_template(CHECK_IN),
+            now=clock(),
+        )
+    east, west = LiveWorksheets(db, clock), LiveWorksheets(db, clock)
+    host = Recorder("therapist", (Actor.THERAPIST, therapist.id))
+    guest = Recorder("client", (Actor.CLIENT, client.id))
+    peers: dict[str, Peer] = {}
+    for live, person in ((east, host), (west, guest)):
+        await live.attach(worksheet.id, person)
+        peer = peers[person.key] = Peer(person.key)
+        await live.receive(worksheet.id, person, peer.sync_step1())
+        step2 = person.received[-1]
+        assert isinstance(step2, Yjs)
+        peer.receive(step2.data)
+    peers["therapist"].text("went_well").insert(0, "noticed the pattern")
+    await east.receive(worksheet.id, host, peers["therapist"].take_outbox()[0])
+    peers["client"].text("was_hard").insert(0, "Sunday evening")
+    await west.receive(worksheet.id, guest, peers["client"].take_outbox()[0])
+
+    await east.flush()
+    await west.flush()  # saved after east: merges east's edit before storing
+    for message in guest.received:
+        if isinstance(message, Yjs):
+            peers["client"].receive(message.data)
+    await east.close()
+    await west.close()
+
+    async with db() as session:
+        row = await session.get(Worksheet, worksheet.id)
+        assert row is not None
+        stored = json.loads(row.content)
+    assert (stored["went_well"], stored["was_hard"]) == ("noticed the pattern", "Sunday evening")
+    assert row.revision == 2
+    assert str(peers["client"].text("went_well")) == "noticed the pattern"  # relayed to them
+    assert guest.saved()[-1] == 2 and host.saved()[-1] == 1
