@@ -162,6 +162,8 @@ class RedisFanout:
         self._client = Redis(connection_pool=self._pool)
         #: The writer's connection, taken from the pool on its first batch.
         self._writer_connection: AbstractConnection | None = None
+        #: Set when the subscriber had to reconnect: the writer's connection may be dead too.
+        self._writer_stale = False
         self._subscriber_pool = ConnectionPool.from_url(url, max_connections=2, **options)
         self._subscriber_client = Redis(connection_pool=self._subscriber_pool)
         self._queue: collections.deque[tuple[str, str]] = collections.deque()
@@ -287,6 +289,12 @@ class RedisFanout:
         """``PUBLISH`` each of ``batch`` in one write and one round trip: the commands are
         written together on the writer's own connection, then their replies read."""
         connection = self._writer_connection
+        if connection is not None and self._writer_stale:
+            self._writer_connection = None
+            await connection.disconnect(nowait=True)
+            await self._pool.release(connection)
+            connection = None
+        self._writer_stale = False
         if connection is None:
             connection = self._writer_connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         try:
@@ -433,7 +441,11 @@ class RedisFanout:
                 log.exception("subscriber of %s failed", entry.name)
 
     async def _after_reconnect(self) -> None:
-        """Once every channel is confirmed again, let the owners resynchronise."""
+        """Once every channel is confirmed again, let the owners resynchronise.
+
+        The writer's connection is replaced before its next batch: after Redis restarted it
+        is dead, and the first batch written on it would be lost."""
+        self._writer_stale = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 for entry in tuple(self._channels.values()):

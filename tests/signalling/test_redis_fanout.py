@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from tests.conftest import (
     make_settings,
 )
 from tests.support.arrange import make_appointment
+from tests.support.instances import private_redis
 from tests.support.signalling_client import SignallingClient, client_session, sign_in_session
 
 REDIS_URL = os.environ.get("ALCOVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -371,3 +373,30 @@ def test_redis_and_rediss_urls_are_accepted_and_never_shown(tmp_path: Path) -> N
         )
         assert settings.redis_url == url
         assert "pw-secret" not in repr(settings)
+
+
+async def test_the_first_payload_after_redis_restarted_is_not_lost(
+    fanouts: Factory, prefix: str, tmp_path: Path
+) -> None:
+    async with private_redis(tmp_path / "redis") as redis:
+        publisher, subscriber = await fanouts(redis.url), await fanouts(redis.url)
+        inbox = Inbox()
+        await subscriber.subscribe(f"{prefix}c", inbox)
+        await publisher.publish(f"{prefix}c", "before")
+        await inbox.wait_for(1)
+        back = [asyncio.Event(), asyncio.Event()]
+        for fanout, event in zip((publisher, subscriber), back, strict=True):
+            fanout.on_reconnect.append(partial(_set, event))
+
+        await redis.stop()
+        await redis.start()
+        async with asyncio.timeout(WAIT):
+            for event in back:
+                await event.wait()
+        await publisher.publish(f"{prefix}c", "after")
+
+        assert await inbox.wait_for(2) == ["before", "after"]
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()
