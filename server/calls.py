@@ -275,13 +275,13 @@ async def switchboard_ctx(app: web.Application) -> AsyncIterator[None]:
         fanout = NamespacedFanout(redis_fanout, namespace)
     else:
         fanout = LocalFanout()
-    switchboard = metrics.switchboard(app, fanout, Registry(clock=app[CLOCK]))
     leases = None
     if redis_url:
         from signalling.redis_leases import RedisLeases
 
         leases = RedisLeases(redis_url, namespace=namespace)
-        switchboard.route_with(leases)
+    switchboard = metrics.switchboard(app, fanout, Registry(clock=app[CLOCK]), leases)
+    if redis_url:
         app[REDIS_FANOUT].on_reconnect.append(switchboard.resync)
     writer = AuditWriter(app)
     writer.start()

@@ -51,6 +51,7 @@ from signalling.messages import (
 )
 from signalling.participants import Seat, StateChange
 from signalling.rooms import Registry
+from signalling.routing import Leases
 from signalling.switchboard import Connection, Switchboard
 
 ROOM_STATES = (ParticipantState.WAITING, ParticipantState.ADMITTED, ParticipantState.IN_CALL)
@@ -190,8 +191,10 @@ class MeteredSwitchboard(Switchboard):
     those with on the raw connection.
     """
 
-    def __init__(self, fanout: Fanout, registry: Registry, metrics: Metrics) -> None:
-        super().__init__(fanout, registry)
+    def __init__(
+        self, fanout: Fanout, registry: Registry, metrics: Metrics, leases: Leases | None = None
+    ) -> None:
+        super().__init__(fanout, registry, leases=leases)
         self._metrics = metrics
         #: The counter of each message type, looked up once (``labels`` is not free, and
         #: this runs for every message).
@@ -252,10 +255,12 @@ class TimedFanout:
         return await self._inner.subscribe(channel, timed)
 
 
-def switchboard(app: web.Application, fanout: Fanout, registry: Registry) -> Switchboard:
+def switchboard(
+    app: web.Application, fanout: Fanout, registry: Registry, leases: Leases | None = None
+) -> Switchboard:
     """The app's switchboard, metered."""
     metrics = app[METRICS]
-    return MeteredSwitchboard(TimedFanout(fanout, metrics), registry, metrics)
+    return MeteredSwitchboard(TimedFanout(fanout, metrics), registry, metrics, leases)
 
 
 # --- bookings --------------------------------------------------------------------------------

@@ -192,12 +192,6 @@ class Switchboard:
 
     # Between instances (with ``leases`` only)
 
-    def route_with(self, leases: Leases) -> None:
-        """Share the rooms with other instances through ``leases`` (before any socket)."""
-        if self._local:
-            raise RuntimeError("route_with must be called before the first socket")
-        self._router = Router(self, leases)
-
     async def start(self) -> None:
         """Take the commands other instances forward here (``FanoutUnavailable`` while the
         fan-out is down: try again).  Nothing to do for a single instance."""

@@ -36,30 +36,15 @@ WARM_SOCKETS = 50
 SETTLE = 2.0
 
 
-async def relay_ours(args: argparse.Namespace, **env: str) -> relay.Result:
-    async with alcove.running_server(**env) as server:
-        people = alcove.People()
-        try:
-            pairs = await alcove.pairs_in_calls(server, people, args.pairs, args.size)
-            return await relay.run(
-                pairs,
-                alcove.is_relayed,
-                alcove.answer_pings,
-                warmup=WARMUP,
-                seconds=args.seconds,
-                server_pid=server.pid,
-            )
-        finally:
-            await people.close()
-
-
-async def relay_two_instances(args: argparse.Namespace) -> relay.Result:
-    """Each pair's therapist on one instance, its client on the other, through Redis."""
-    async with alcove.running_servers(2, ALCOVE_REDIS_URL=REDIS_URL) as (first, second):
+async def relay_ours(args: argparse.Namespace, *, instances: int = 1) -> relay.Result:
+    """Our relay on one instance, or on two sharing Redis (each pair's therapist on the
+    first, its client on the second: every message crosses Redis once)."""
+    env = {"ALCOVE_REDIS_URL": REDIS_URL} if instances > 1 else {}
+    async with alcove.running_servers(instances, **env) as servers:
         people = alcove.People()
         try:
             pairs = await alcove.pairs_in_calls(
-                first, people, args.pairs, args.size, clients_on=second
+                servers[0], people, args.pairs, args.size, clients_on=servers[-1]
             )
             return await relay.run(
                 pairs,
@@ -67,7 +52,7 @@ async def relay_two_instances(args: argparse.Namespace) -> relay.Result:
                 alcove.answer_pings,
                 warmup=WARMUP,
                 seconds=args.seconds,
-                server_pid=(first.pid, second.pid),
+                server_pid=tuple(server.pid for server in servers),
             )
         finally:
             await people.close()
@@ -135,7 +120,7 @@ async def main(args: argparse.Namespace) -> None:
     print("\nrelay through the server (latency: send -> the other side has read it)")
     ours = await relay_ours(args)
     print(f"  ours (in-process fan-out)  {ours.line()}")
-    ours_redis = await relay_two_instances(args)
+    ours_redis = await relay_ours(args, instances=2)
     print(f"  ours (two instances, Redis){ours_redis.line()}")
     reference = await relay_peerjs(args)
     print(f"  PeerJS {peerjs.VERSION}               {reference.line()}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
 
@@ -13,19 +12,12 @@ from signalling.fanout import FanoutUnavailable
 from signalling.redis_leases import RedisLeases, lease_key
 from tests.conftest import free_port
 from tests.signalling.test_redis_fanout import REDIS_URL, redis_admin
+from tests.support.instances import eventually
 
 __all__ = ["redis_admin"]
 
 Factory = Callable[..., RedisLeases]
 WAIT = 10.0  # a bound on waiting for a lease to lapse, not a measurement
-
-
-async def gone(redis: Redis, key: str) -> None:
-    """Return once ``key`` has expired."""
-    while True:
-        if not await redis.exists(key):
-            return
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -90,7 +82,11 @@ async def test_a_lease_not_renewed_lapses_and_its_old_holder_learns_it_lost_it(
 ) -> None:
     east, west = leases("east", lease_seconds=0.2), leases("west", cache_seconds=0.0)
     await east.owner("t-1")
-    await asyncio.wait_for(gone(redis_admin, lease_key(namespace, "t-1")), WAIT)
+
+    async def lapsed() -> bool | None:
+        return None if await redis_admin.exists(lease_key(namespace, "t-1")) else True
+
+    await eventually(lapsed, "the lease of t-1 lapsing", within=WAIT)
 
     assert await west.owner("t-1") == ("west", True)
     assert await east.renew(["t-1"]) == ["t-1"]
