@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import os
 import sys
@@ -112,6 +113,10 @@ def _serve(settings: Settings) -> int:
     base = settings.public_url
 
     def announce(_line: str) -> None:
+        # Everything built while starting (modules, the app, the ORM's mappers) lives as long
+        # as the process: keep it out of the collector's full passes, which would otherwise
+        # walk it again and again while messages are relayed.
+        gc.freeze()
         print(f"Alcove is running at {base}/  (sign in at {base}/login)", flush=True)
         print(f"Health: {base}/healthz  Ready: {base}/readyz  Stop with Ctrl+C", flush=True)
         print(mail_destination(settings), flush=True)

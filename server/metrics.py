@@ -23,6 +23,7 @@ What is measured, and where:
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import hmac
@@ -95,6 +96,10 @@ class Metrics:
             ["type"],
             registry=r,
         )
+        #: Messages received since the last scrape, by type: counted in a plain dict, since
+        #: this runs for every message and ``Counter.inc`` takes a lock; added to
+        #: ``messages`` when the metrics are read.
+        self.received: collections.Counter[str] = collections.Counter()
         self.errors = Counter(
             "alcove_signalling_errors", "Signalling errors sent, by code.", ["code"], registry=r
         )
@@ -154,7 +159,13 @@ class Metrics:
 
     # Exposition
 
+    def _add_received(self) -> None:
+        received, self.received = self.received, collections.Counter()
+        for kind, count in received.items():
+            self.messages.labels(type=kind).inc(count)
+
     async def render(self, app: web.Application) -> bytes:
+        self._add_received()
         self._sample_rooms()
         async with app[SESSIONMAKER]() as db:
             self.outbox_depth.set(await outbox.pending_count(db))
@@ -196,16 +207,10 @@ class MeteredSwitchboard(Switchboard):
     ) -> None:
         super().__init__(fanout, registry, leases=leases)
         self._metrics = metrics
-        #: The counter of each message type, looked up once (``labels`` is not free, and
-        #: this runs for every message).
-        self._received: dict[str, Counter] = {}
         metrics.watch(registry)
 
     def _count(self, kind: str) -> None:
-        counter = self._received.get(kind)
-        if counter is None:
-            counter = self._received[kind] = self._metrics.messages.labels(type=kind)
-        counter.inc()
+        self._metrics.received[kind] += 1
 
     async def join(
         self,

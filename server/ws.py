@@ -167,14 +167,30 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     connection = SocketConnection(ws, transport=request.transport)
     if not drain.add(connection):  # draining began while the handshake was under way
         await connection.close(GOING_AWAY, GOING_AWAY_REASON)
-    switchboard = request.app[SWITCHBOARD]
     session = Session(
-        switchboard,
+        request.app[SWITCHBOARD],
         connection,
         role=identity.role,
         resolve=identity.resolver.resolve,
         ice_servers=identity.resolver.ice_servers(),
     )
+    # The frames are read in a task of their own: resuming the handler for each one would
+    # pass through every middleware's coroutine, a measurable part of relaying a message.
+    reading = asyncio.get_running_loop().create_task(_read(ws, session, connection))
+    try:
+        await asyncio.shield(reading)
+    except asyncio.CancelledError:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        raise
+    finally:
+        drain.discard(connection)
+    return ws
+
+
+async def _read(ws: web.WebSocketResponse, session: Session, connection: SocketConnection) -> None:
+    """Feed the socket's frames to ``session`` until either side ends it."""
     activity = Activity()
     keepalive = asyncio.get_running_loop().create_task(_keep_alive(ws, session, activity))
     try:
@@ -197,14 +213,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
                 await keepalive
         keepalive.cancel()
-        try:
-            await session.disconnected()
-            await connection.finish()
-            if not ws.closed:
-                await ws.close()
-        finally:
-            drain.discard(connection)
-    return ws
+        await session.disconnected()
+        await connection.finish()
+        if not ws.closed:
+            await ws.close()
 
 
 class Activity:

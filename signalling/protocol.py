@@ -8,9 +8,12 @@ that depend on who is speaking.  The message classes themselves live in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from typing import Any, NoReturn
+
+import orjson
 
 from signalling.errors import FATAL, CloseCode, ErrorCode, ProtocolError
 from signalling.messages import (
@@ -55,7 +58,7 @@ from signalling.messages import (
     Waiting,
     Welcome,
 )
-from signalling.wire import decode_struct, describe, encode_struct
+from signalling.wire import checked_json, decode_struct, describe, encode_struct
 from signalling.worksheet_messages import WORKSHEET_MESSAGE_CLASSES
 
 __all__ = [
@@ -147,18 +150,29 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _load(frame: str | bytes) -> object:
     if isinstance(frame, str):
-        try:
-            data = frame.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
+        # Most frames are ASCII: their size in bytes is their length, and they cannot hold
+        # a lone surrogate, so they need no round trip through UTF-8.
+        if frame.isascii():
+            size = len(frame)
+        else:
+            try:
+                size = len(frame.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
+        if size > MAX_FRAME_BYTES:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE, f"frame is larger than {MAX_FRAME_BYTES} bytes"
+            )
+        decoded = frame
     else:
-        data = frame
-    if len(data) > MAX_FRAME_BYTES:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than {MAX_FRAME_BYTES} bytes")
-    try:
-        decoded = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
+        if len(frame) > MAX_FRAME_BYTES:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE, f"frame is larger than {MAX_FRAME_BYTES} bytes"
+            )
+        try:
+            decoded = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
     if decoded.startswith("\ufeff"):  # what json.loads refuses before decoding
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid JSON: it starts with a BOM")
     try:
@@ -175,8 +189,6 @@ def parse_message(frame: str | bytes) -> Message:
     ``too-large`` for a frame over ``MAX_FRAME_BYTES``; ``unknown-type`` for a ``type`` this
     version does not have; ``bad-message`` for everything else that is wrong.
     """
-    if isinstance(frame, str) and len(frame) <= MAX_CACHED_CHARS:
-        return _parse_cached(frame)
     return _parse(frame)
 
 
@@ -204,6 +216,12 @@ def encode(message: Message) -> str:
     Refuses (``ValueError``) to produce anything ``parse_message`` would reject, so the
     server never sends what it would not accept.
     """
+    parsed = checked_json(message)
+    if parsed is not None:
+        # Parsed from a frame and unchanged since (messages are immutable), as a relayed
+        # message is: what it was parsed from passed every check.
+        with contextlib.suppress(orjson.JSONEncodeError):  # an integer beyond 64 bits
+            return orjson.dumps({"type": message.TYPE, **parsed}).decode()
     try:
         return _encode_cached(message)  # hashes the message once, to look it up
     except TypeError:  # a field holds a list or a dict: nothing to look up
@@ -211,28 +229,28 @@ def encode(message: Message) -> str:
 
 
 def _encode(message: Message) -> str:
-    text = json.dumps(
-        {"type": message.TYPE, **encode_struct(message)},
-        ensure_ascii=False,
-        separators=(",", ":"),
-        allow_nan=False,
-    )
+    data: dict[str, Any] = {"type": message.TYPE, **encode_struct(message)}
     try:
-        parse_message(text)
+        # The checks of ``parse_message``, on the object itself rather than on its text.
+        decode_struct(type(message), data, message.TYPE, ignore="type")
     except ProtocolError as exc:
         raise ValueError(f"refusing to encode an invalid {message.TYPE!r}: {exc.value}") from exc
+    try:
+        text = orjson.dumps(data).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if len(text) > MAX_FRAME_BYTES // 4 and len(text.encode("utf-8")) > MAX_FRAME_BYTES:
+        raise ValueError(
+            f"refusing to encode a {message.TYPE!r} larger than {MAX_FRAME_BYTES} bytes"
+        )
     return text
 
 
-# A relayed message is encoded into its effect, parsed back from the fan-out and encoded
-# again for the socket, on the same instance unless the recipient is elsewhere.  Messages
-# are immutable, so equal texts may share one parsed message and equal messages one text:
-# small caches of recent ones spare most of that work (the profile of ``bench/fanout``).
-# Parsed frames are kept only when short, and few encoded texts are kept, so together the
-# caches hold at most a few megabytes (of frames no larger than ``MAX_FRAME_BYTES``).
-MAX_CACHED_CHARS = 4096
+# A message the server builds is checked as it is encoded, and the same one is often sent to
+# several sockets (a lobby to each of a therapist's pages): a small cache of recent ones
+# spares checking it again.  A message parsed from a frame (a relayed one) needs no check
+# and is not looked up: every one differs.
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
-_parse_cached = functools.lru_cache(maxsize=128)(_parse)
 _encode_cached = functools.lru_cache(maxsize=32)(_encode)
 
 

@@ -10,6 +10,7 @@ listed, or anything the class's ``problem`` finds wrong with the fields taken to
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import math
@@ -233,6 +234,46 @@ def struct(cls: type[Struct]) -> Kind:
     return Kind(lambda value, path: decode_struct(cls, value, path), encode_struct)
 
 
+#: Per class and path: how to decode it (the f-strings of a field's path would otherwise
+#: be built for every message).  Paths inside arrays carry an index, so the table is capped.
+_PLANS: dict[tuple[type[Struct], str], _Plan] = {}
+_MAX_PLANS = 4096
+_MISSING = object()
+#: Set on each struct that ``decode_struct`` built: the JSON object it was built from, which
+#: passed every check, so that encoding the struct can reuse it.
+CHECKED = "_wire_checked"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    known: frozenset[str]
+    #: Each field, with its path.
+    fields: tuple[tuple[Field, str], ...]
+    #: The class's defaults, to build an instance without its ``__init__`` (which sets each
+    #: field through ``object.__setattr__``, being frozen); ``None``: use ``__init__``.
+    defaults: dict[str, Any] | None
+    #: Whether the class checks its fields together (``Struct.problem`` overridden).
+    checks: bool
+
+
+def _plan(cls: type[Struct], path: str) -> _Plan:
+    plan = _PLANS.get((cls, path))
+    if plan is None:
+        fields = cls.wire_fields()
+        specs = dataclasses.fields(cls)
+        plain = all(s.init and s.default_factory is dataclasses.MISSING for s in specs)
+        defaults = {s.name: s.default for s in specs if s.default is not dataclasses.MISSING}
+        plan = _Plan(
+            known=frozenset(f.wire for f in fields),
+            fields=tuple((f, f"{path}.{f.wire}") for f in fields),
+            defaults=defaults if plain else None,
+            checks=cls.problem is not Struct.problem,
+        )
+        if len(_PLANS) < _MAX_PLANS:
+            _PLANS[(cls, path)] = plan
+    return plan
+
+
 def decode_struct(cls: type[S], value: object, path: str, *, ignore: str = "") -> S:
     """Build ``cls`` from a JSON object, refusing unknown, missing and ill-typed fields.
 
@@ -240,30 +281,47 @@ def decode_struct(cls: type[S], value: object, path: str, *, ignore: str = "") -
     """
     if not isinstance(value, dict):
         raise bad(path, f"expected an object, got {describe(value)}")
-    fields = cls.wire_fields()
-    known = {f.wire for f in fields}
-    for key in value:
-        if key not in known and key != ignore:
-            raise bad(path, f"unknown field {key!r}")
+    plan = _plan(cls, path)
+    known = plan.known
+    if len(value) > len(known) + (1 if ignore else 0) or not known.issuperset(value):
+        for key in value:
+            if key not in known and key != ignore:
+                raise bad(path, f"unknown field {key!r}")
     kwargs: dict[str, Any] = {}
-    for f in fields:
-        where = f"{path}.{f.wire}"
-        if f.wire not in value:
+    for f, where in plan.fields:
+        raw = value.get(f.wire, _MISSING)
+        if raw is _MISSING:
             if f.required:
                 raise bad(where, "missing")
-            continue
-        raw = value[f.wire]
-        if raw is None:
+        elif raw is None:
             if not f.nullable:
                 raise bad(where, "must not be null")
             kwargs[f.attr] = None
         else:
             kwargs[f.attr] = f.kind.decode(raw, where)
-    result = cls(**kwargs)
-    problem = result.problem()
-    if problem is not None:
-        raise bad(path, problem)
+    if plan.defaults is None:
+        result = cls(**kwargs)
+    else:
+        result = cls.__new__(cls)
+        result.__dict__.update(plan.defaults, **kwargs)
+    if plan.checks:
+        problem = result.problem()
+        if problem is not None:
+            raise bad(path, problem)
+    result.__dict__[CHECKED] = value
     return result
+
+
+def is_checked(value: Struct) -> bool:
+    """Whether ``value`` was built by ``decode_struct`` (so it is valid as it stands)."""
+    return CHECKED in value.__dict__
+
+
+def checked_json(value: Struct) -> dict[str, JSON] | None:
+    """The JSON object ``decode_struct`` built ``value`` from (it passed every check, and
+    structs are immutable), or ``None`` for a struct built otherwise."""
+    found: dict[str, JSON] | None = value.__dict__.get(CHECKED)
+    return found
 
 
 def encode_struct(value: Struct) -> dict[str, JSON]:

@@ -10,6 +10,8 @@ Redis hop; ours against the reference PeerJS server.
 2. The Redis hop.  The same loop straight on the fan-out: two ``RedisFanout`` instances in
    this process against one ``LocalFanout``; publish → callback latency.  Once with the
    relay's load, once with a single pair (the hop without queueing).
+   And the floor: the same PeerJS clients through ``bench.fanout.floor``, a relay with no
+   protocol on the same aiohttp and uvloop as ours.
 3. Memory.  ``--idle`` websockets connected and idle (ours: clients in the waiting room of
    their own appointments, after ``hello``; PeerJS: peers after ``OPEN``); the growth of
    the server process's resident set, per socket.
@@ -58,8 +60,9 @@ async def relay_ours(args: argparse.Namespace, *, instances: int = 1) -> relay.R
             await people.close()
 
 
-async def relay_peerjs(args: argparse.Namespace) -> relay.Result:
-    async with peerjs.running_server() as server:
+async def relay_peerjs(args: argparse.Namespace, *, floor: bool = False) -> relay.Result:
+    """PeerJS; with ``floor``, the same clients through ``bench.fanout.floor``."""
+    async with peerjs.running_server(floor=floor) as server:
         peers = peerjs.Peers()
         try:
             pairs = await peerjs.pairs(server, peers, args.pairs, args.size)
@@ -124,10 +127,17 @@ async def main(args: argparse.Namespace) -> None:
     print(f"  ours (two instances, Redis){ours_redis.line()}")
     reference = await relay_peerjs(args)
     print(f"  PeerJS {peerjs.VERSION}               {reference.line()}")
+    floor = await relay_peerjs(args, floor=True)
+    print(f"  floor (aiohttp, no protocol) {floor.line()}")
     print(
         f"  ours / PeerJS: throughput {ours.throughput / reference.throughput:.2f}x, "
         f"p50 {_ms(ours, 0.5) / _ms(reference, 0.5):.2f}x, "
         f"p99 {_ms(ours, 0.99) / _ms(reference, 0.99):.2f}x"
+    )
+    print(
+        f"  floor / PeerJS: throughput {floor.throughput / reference.throughput:.2f}x, "
+        f"p99 {_ms(floor, 0.99) / _ms(reference, 0.99):.2f}x; "
+        f"ours / floor: throughput {ours.throughput / floor.throughput:.2f}x"
     )
     print(
         f"  two instances / one: throughput {ours_redis.throughput / ours.throughput:.2f}x, "

@@ -24,7 +24,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench.common import migrate_database
-from bench.fanout.relay import Pair
+from bench.fanout.relay import VARIANTS, Pair
 from server.db import create_engine, sessionmaker
 from tests.conftest import free_port
 from tests.support.arrange import make_appointment, make_therapist
@@ -35,15 +35,21 @@ PASSWORD = "benchmark password"  # noqa: S105  (throw-away accounts in a temp da
 PER_THERAPIST = 10
 
 
-def candidate_frame(size: int) -> str:
-    """A ``candidate`` message of exactly ``size`` bytes, shaped like a browser's."""
+def candidate_frame(size: int, tag: str = "") -> str:
+    """A ``candidate`` message of exactly ``size`` bytes, shaped like a browser's; ``tag``
+    makes it differ from others."""
 
     def frame(pad: str) -> str:
-        line = f"candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx {pad}"
+        line = f"candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx {tag}{pad}"
         body = {"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0}
         return json.dumps({"type": "candidate", "candidate": body}, separators=(",", ":"))
 
     return frame("x" * max(0, size - len(frame(""))))
+
+
+def candidate_frames(size: int, side: str) -> list[str]:
+    """``VARIANTS`` distinct ``candidate`` frames for one side of a pair."""
+    return [candidate_frame(size, f"{side}.{n} ") for n in range(VARIANTS)]
 
 
 def is_relayed(data: str) -> bool:
@@ -217,7 +223,6 @@ async def pairs_in_calls(
 ) -> list[Pair]:
     """``count`` therapist–client pairs, each admitted and in its call; the clients'
     sockets on ``clients_on`` (another instance) if given."""
-    frame = candidate_frame(size)
     needed = (count + PER_THERAPIST - 1) // PER_THERAPIST
     therapists = [await people.therapist(server) for _ in range(needed)]
     devices = {"camera": "ok", "microphone": "ok"}
@@ -230,7 +235,8 @@ async def pairs_in_calls(
         await host.send_str(json.dumps({"type": "admit", "participant": f"c-{appointment_id}"}))
         await expect(host, "peer-joined")
         await expect(client, "peer-joined")
-        pairs.append(Pair(host, client, frame, frame))
+        frames = candidate_frames(size, f"{number}h"), candidate_frames(size, f"{number}c")
+        pairs.append(Pair(host, client, *frames))
     await _drain(people.sockets)
     return pairs
 

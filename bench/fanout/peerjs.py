@@ -16,16 +16,18 @@ import json
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-from bench.fanout.relay import Pair
+from bench.fanout.relay import VARIANTS, Pair
 from tests.conftest import free_port
 
 VERSION = "1.0.2"
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = Path(__file__).resolve().parent / ".peerjs"
 SERVER = PREFIX / "node_modules" / "peer" / "dist" / "bin" / "peerjs.js"
 
@@ -52,19 +54,19 @@ class PeerServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server() -> AsyncIterator[PeerServer]:
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeError("node is missing: it runs PeerJS")
+async def running_server(*, floor: bool = False) -> AsyncIterator[PeerServer]:
+    """PeerJS on a free port; with ``floor``, ``bench.fanout.floor`` instead (the same
+    protocol, relayed by aiohttp with nothing else)."""
     port = free_port()
+    if floor:
+        command = [sys.executable, "-m", "bench.fanout.floor", str(port)]
+    else:
+        node = shutil.which("node")
+        if node is None:
+            raise RuntimeError("node is missing: it runs PeerJS")
+        command = [node, str(SERVER), "--host", "127.0.0.1", "--port", str(port)]
     process = await asyncio.create_subprocess_exec(
-        node,
-        str(SERVER),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.DEVNULL,
+        *command, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -76,18 +78,19 @@ async def running_server() -> AsyncIterator[PeerServer]:
                             break
                 await asyncio.sleep(0.1)
             else:
-                raise RuntimeError("PeerJS did not start")
+                raise RuntimeError(f"{command[1]} did not start")
         yield PeerServer(url, process.pid)
     finally:
         process.terminate()
         await process.wait()
 
 
-def candidate_frame(destination: str, size: int) -> str:
-    """A PeerJS ``CANDIDATE`` of exactly ``size`` bytes, as the PeerJS client sends one."""
+def candidate_frame(destination: str, size: int, tag: str = "") -> str:
+    """A PeerJS ``CANDIDATE`` of exactly ``size`` bytes, as the PeerJS client sends one;
+    ``tag`` makes it differ from others."""
 
     def frame(pad: str) -> str:
-        line = f"candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx {pad}"
+        line = f"candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx {tag}{pad}"
         payload = {
             "candidate": {"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0},
             "type": "media",
@@ -134,8 +137,8 @@ async def pairs(server: PeerServer, peers: Peers, count: int, size: int) -> list
             Pair(
                 await peers.socket(server, a),
                 await peers.socket(server, b),
-                candidate_frame(b, size),
-                candidate_frame(a, size),
+                [candidate_frame(b, size, f"{a}.{n} ") for n in range(VARIANTS)],
+                [candidate_frame(a, size, f"{b}.{n} ") for n in range(VARIANTS)],
             )
         )
     return made

@@ -24,14 +24,19 @@ from bench.common import percentile
 Other = Callable[[str], str | None]
 
 
+#: Distinct frames each side of a pair cycles through: every relayed message is a new text,
+#: as real candidates are, so no server can answer from a cache of recent frames.
+VARIANTS = 64
+
+
 @dataclass
 class Pair:
-    """Two connected sockets and the frame each sends to the other."""
+    """Two connected sockets and the frames each sends to the other, in turn."""
 
     a: aiohttp.ClientWebSocketResponse
     b: aiohttp.ClientWebSocketResponse
-    a_to_b: str
-    b_to_a: str
+    a_to_b: Sequence[str]
+    b_to_a: Sequence[str]
 
 
 @dataclass
@@ -104,18 +109,20 @@ async def run(
         result.load_cpu = time.process_time() - own
 
     async def loop(pair: Pair) -> None:
-        sender, receiver, frame, back = pair.a, pair.b, pair.a_to_b, pair.b_to_a
+        sender, receiver, frames, back = pair.a, pair.b, pair.a_to_b, pair.b_to_a
         record = result.latencies.append
         clock = time.perf_counter
+        turn = 0
         while True:
             sent = clock()
             if sent >= stop_at:
                 return
-            await sender.send_str(frame)
+            await sender.send_str(frames[(turn // 2) % len(frames)])
             await _next_relayed(receiver, relayed, other)
             if sent >= record_from:
                 record(clock() - sent)
-            sender, receiver, frame, back = receiver, sender, back, frame
+            sender, receiver, frames, back = receiver, sender, back, frames
+            turn += 1
 
     await asyncio.gather(account(), *(loop(pair) for pair in pairs))
     result.seconds = seconds

@@ -40,6 +40,7 @@ from signalling.protocol import (
     expect_hello,
     parse_message,
 )
+from signalling.wire import is_checked
 
 BAD = ErrorCode.BAD_MESSAGE
 
@@ -271,6 +272,36 @@ def test_encode_then_parse_gives_the_message_back(message: Message) -> None:
     assert parse_message(text) == message
 
 
+@pytest.mark.parametrize("message", ROUND_TRIPS, ids=lambda m: m.TYPE)
+def test_a_parsed_message_is_encoded_as_the_same_message_built_by_the_server(
+    message: Message,
+) -> None:
+    """A parsed message skips the checks on its way out (it passed them coming in), and is
+    sent compactly, ``type`` first, whatever order and spacing it came in."""
+    built = encode(message)
+    # Keys in another order, spaces, and escapes the canonical text does not use.
+    parsed = parse_message(json.dumps(dict(reversed(json.loads(built).items())), indent=1))
+    assert is_checked(parsed) and not is_checked(message)
+    sent = encode(parsed)
+    assert sent.startswith(f'{{"type":"{message.TYPE}"') and "\n" not in sent
+    assert json.loads(sent) == json.loads(built)
+    assert parse_message(sent) == message
+
+
+def test_a_parsed_number_beyond_64_bits_is_still_encoded() -> None:
+    parsed = parse_message('{"type": "ping", "ts": ' + "9" * 30 + "}")
+    assert json.loads(encode(parsed)) == {"type": "ping", "ts": int("9" * 30)}
+
+
+def test_a_parsed_message_changed_afterwards_is_checked_again() -> None:
+    parsed = parse_message(encode(TextMessage(participant="p", text="hello")))
+    assert isinstance(parsed, TextMessage)
+    changed = dataclasses.replace(parsed, text="x" * 501)
+    assert not is_checked(changed)
+    with pytest.raises(ValueError, match="text"):
+        encode(changed)
+
+
 def test_optional_fields_are_left_out_and_nullable_ones_sent_as_null() -> None:
     assert json.loads(encode(Hello(version=1))) == {"type": "hello", "version": 1}
     assert json.loads(encode(Candidate(candidate=None))) == {"type": "candidate", "candidate": None}
@@ -299,6 +330,11 @@ def test_encode_refuses_what_parse_would_refuse() -> None:
     naive = dataclasses.replace(LOBBY_ENTRY, start=dt.datetime(2026, 3, 2))
     with pytest.raises(ValueError, match="naive"):
         encode(Lobby(participants=(naive,)))
+    # Within the sdp's limit of characters, over the frame's limit of bytes.
+    with pytest.raises(ValueError, match="larger than"):
+        encode(Offer(sdp="é" * 40_000))
+    with pytest.raises(ValueError, match="finite"):
+        encode(Ping(ts=float("nan")))
 
 
 def test_every_message_class_declares_every_field_it_has() -> None:
