@@ -61,6 +61,10 @@ class Race:
             return list(rows)
 
 
+#: Every test here picks its databases itself: CI's PostgreSQL pass need not run them again.
+pytestmark = pytest.mark.every_database
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | PostgresDatabases:
     """Both databases in every run, whatever ``ALCOVE_TEST_DATABASE_URL`` says."""

@@ -164,6 +164,7 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.every_database
 async def test_two_worker_processes_on_postgresql_deliver_every_reminder_once_when_one_is_killed(
     postgres_databases: PostgresDatabases, tmp_path: Path, sink: SmtpSink
 ) -> None:
@@ -171,6 +172,7 @@ async def test_two_worker_processes_on_postgresql_deliver_every_reminder_once_wh
 
 
 @pytest.mark.slow
+@pytest.mark.every_database
 async def test_two_worker_processes_on_sqlite_deliver_every_reminder_once_when_one_is_killed(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
