@@ -152,27 +152,18 @@ def _load(frame: str | bytes) -> object:
     if isinstance(frame, str):
         # Most frames are ASCII: their size in bytes is their length, and they cannot hold
         # a lone surrogate, so they need no round trip through UTF-8.
-        if frame.isascii():
-            size = len(frame)
-        else:
-            try:
-                size = len(frame.encode("utf-8"))
-            except UnicodeEncodeError:
-                raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
-        if size > MAX_FRAME_BYTES:
-            raise ProtocolError(
-                ErrorCode.TOO_LARGE, f"frame is larger than {MAX_FRAME_BYTES} bytes"
-            )
-        decoded = frame
-    else:
-        if len(frame) > MAX_FRAME_BYTES:
-            raise ProtocolError(
-                ErrorCode.TOO_LARGE, f"frame is larger than {MAX_FRAME_BYTES} bytes"
-            )
         try:
-            decoded = frame.decode("utf-8")
-        except UnicodeDecodeError:
+            size = len(frame) if frame.isascii() else len(frame.encode("utf-8"))
+        except UnicodeEncodeError:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
+    else:
+        size = len(frame)
+    if size > MAX_FRAME_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame is larger than {MAX_FRAME_BYTES} bytes")
+    try:
+        decoded = frame if isinstance(frame, str) else frame.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid UTF-8") from None
     if decoded.startswith("\ufeff"):  # what json.loads refuses before decoding
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid JSON: it starts with a BOM")
     try:

@@ -312,11 +312,6 @@ def decode_struct(cls: type[S], value: object, path: str, *, ignore: str = "") -
     return result
 
 
-def is_checked(value: Struct) -> bool:
-    """Whether ``value`` was built by ``decode_struct`` (so it is valid as it stands)."""
-    return CHECKED in value.__dict__
-
-
 def checked_json(value: Struct) -> dict[str, JSON] | None:
     """The JSON object ``decode_struct`` built ``value`` from (it passed every check, and
     structs are immutable), or ``None`` for a struct built otherwise."""

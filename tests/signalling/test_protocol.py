@@ -40,7 +40,7 @@ from signalling.protocol import (
     expect_hello,
     parse_message,
 )
-from signalling.wire import is_checked
+from signalling.wire import checked_json
 
 BAD = ErrorCode.BAD_MESSAGE
 
@@ -281,7 +281,7 @@ def test_a_parsed_message_is_encoded_as_the_same_message_built_by_the_server(
     built = encode(message)
     # Keys in another order, spaces, and escapes the canonical text does not use.
     parsed = parse_message(json.dumps(dict(reversed(json.loads(built).items())), indent=1))
-    assert is_checked(parsed) and not is_checked(message)
+    assert checked_json(parsed) is not None and checked_json(message) is None
     sent = encode(parsed)
     assert sent.startswith(f'{{"type":"{message.TYPE}"') and "\n" not in sent
     assert json.loads(sent) == json.loads(built)
@@ -297,7 +297,7 @@ def test_a_parsed_message_changed_afterwards_is_checked_again() -> None:
     parsed = parse_message(encode(TextMessage(participant="p", text="hello")))
     assert isinstance(parsed, TextMessage)
     changed = dataclasses.replace(parsed, text="x" * 501)
-    assert not is_checked(changed)
+    assert checked_json(changed) is None
     with pytest.raises(ValueError, match="text"):
         encode(changed)
 

@@ -41,27 +41,29 @@ class Recorder:
         return [m.revision for m in self.received if isinstance(m, WorksheetSaved)]
 
 
+async def new_check_in(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, therapist_id: int, client_id: int
+) -> int:
+    """A weekly check-in of ``client_id``'s, outside any appointment; its id."""
+    async with db() as session, session.begin():
+        worksheet = await worksheet_store.create_worksheet(
+            session,
+            therapist_id=therapist_id,
+            client_id=client_id,
+            appointment_id=None,
+            template_key=CHECK_IN,
+            template=builtin_template(CHECK_IN),
+            now=clock(),
+        )
+    return worksheet.id
+
+
 async def test_worksheets_due_together_are_saved_together_skipping_one_deleted_meanwhile(
     db: async_sessionmaker[AsyncSession], clock: FakeClock
 ) -> None:
     therapist = await make_therapist(db, email="sam@example.com", password="a long password")
     client = await make_client(db, therapist.id)
-    template = builtin_template(CHECK_IN)
-    async with db() as session, session.begin():
-        ids = [
-            (
-                await worksheet_store.create_worksheet(
-                    session,
-                    therapist_id=therapist.id,
-                    client_id=client.id,
-                    appointment_id=None,
-                    template_key=CHECK_IN,
-                    template=template,
-                    now=clock(),
-                )
-            ).id
-            for _ in range(3)
-        ]
+    ids = [await new_check_in(db, clock, therapist.id, client.id) for _ in range(3)]
     live = LiveWorksheets(db, clock, save_delay=0.05)
     people = [Recorder(f"client-{n}", (Actor.CLIENT, client.id)) for n in ids]
     for worksheet_id, person in zip(ids, people, strict=True):
@@ -106,31 +108,22 @@ async def test_two_instances_editing_one_worksheet_store_the_union_of_their_edit
     # own document, and each save merges what the other stored first.
     therapist = await make_therapist(db, email="sam@example.com", password="a long password")
     client = await make_client(db, therapist.id)
-    async with db() as session, session.begin():
-        worksheet = await worksheet_store.create_worksheet(
-            session,
-            therapist_id=therapist.id,
-            client_id=client.id,
-            appointment_id=None,
-            template_key=CHECK_IN,
-            template=builtin_template(CHECK_IN),
-            now=clock(),
-        )
+    worksheet_id = await new_check_in(db, clock, therapist.id, client.id)
     east, west = LiveWorksheets(db, clock), LiveWorksheets(db, clock)
     host = Recorder("therapist", (Actor.THERAPIST, therapist.id))
     guest = Recorder("client", (Actor.CLIENT, client.id))
     peers: dict[str, Peer] = {}
     for live, person in ((east, host), (west, guest)):
-        await live.attach(worksheet.id, person)
+        await live.attach(worksheet_id, person)
         peer = peers[person.key] = Peer(person.key)
-        await live.receive(worksheet.id, person, peer.sync_step1())
+        await live.receive(worksheet_id, person, peer.sync_step1())
         step2 = person.received[-1]
         assert isinstance(step2, Yjs)
         peer.receive(step2.data)
     peers["therapist"].text("went_well").insert(0, "noticed the pattern")
-    await east.receive(worksheet.id, host, peers["therapist"].take_outbox()[0])
+    await east.receive(worksheet_id, host, peers["therapist"].take_outbox()[0])
     peers["client"].text("was_hard").insert(0, "Sunday evening")
-    await west.receive(worksheet.id, guest, peers["client"].take_outbox()[0])
+    await west.receive(worksheet_id, guest, peers["client"].take_outbox()[0])
 
     await east.flush()
     await west.flush()  # saved after east: merges east's edit before storing
@@ -141,7 +134,7 @@ async def test_two_instances_editing_one_worksheet_store_the_union_of_their_edit
     await west.close()
 
     async with db() as session:
-        row = await session.get(Worksheet, worksheet.id)
+        row = await session.get(Worksheet, worksheet_id)
         assert row is not None
         stored = json.loads(row.content)
     assert (stored["went_well"], stored["was_hard"]) == ("noticed the pattern", "Sunday evening")
