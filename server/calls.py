@@ -49,11 +49,12 @@ def appointment_ref(appointment_id: int) -> str:
 
 #: Record ids are INTEGER columns: anything larger names no record (and PostgreSQL refuses it).
 MAX_RECORD_ID = 2**31 - 1
+_MAX_RECORD_DIGITS = len(str(MAX_RECORD_ID))
 
 
 def parse_record_id(number: str) -> int | None:
     """``number`` as a record id, if it is one written the one way the server writes it."""
-    if not (number.isascii() and number.isdigit()) or len(number) > len(str(MAX_RECORD_ID)):
+    if not (number.isascii() and number.isdigit()) or len(number) > _MAX_RECORD_DIGITS:
         return None
     value = int(number)
     if str(value) != number or not 0 < value <= MAX_RECORD_ID:

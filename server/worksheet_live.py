@@ -4,9 +4,10 @@
 call, or the client's homework page), applies every incoming Yjs message to the document,
 answers the sender and relays the change to the other subscribers.
 
-Saving is debounced: the first change after a save starts a timer of ``save_delay``
-seconds, and everything received until it fires is written in one transaction, together
-with one audit event per person who edited (never the content). A save is announced to
+Saving is debounced, and batched across worksheets: the first change after a save puts the
+worksheet in the next batch, which is written at most ``save_delay`` seconds later, every
+worksheet of the batch in one transaction, with one audit event per person who edited
+(never the content). A save is announced to
 every subscriber with ``worksheet-saved``: an edit is *acknowledged* once a save covering
 it was announced, and from then on survives any restart. ``flush`` saves at once; it runs
 when a call ends, when the last subscriber leaves, and when the server shuts down.
@@ -72,7 +73,6 @@ class _Live:
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
     #: Who changed the document since the last save.
     editors: set[tuple[Actor, int]] = field(default_factory=set)
-    saver: asyncio.TimerHandle | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: The worksheet's id on the wire.
     ref: str = field(init=False)
@@ -104,6 +104,9 @@ class LiveWorksheets:
         self._saves: set[asyncio.Task[None]] = set()
         #: Worksheets whose save delay has passed, waiting for the saving task.
         self._due: dict[int, _Live] = {}
+        #: Worksheets changed since they were last saved, for the next batch.
+        self._waiting: dict[int, _Live] = {}
+        self._batch: asyncio.TimerHandle | None = None
         self._closed = False
 
     def is_live(self, worksheet_id: int) -> bool:
@@ -181,6 +184,9 @@ class LiveWorksheets:
     async def close(self) -> None:
         """Save everything and stop (the server is shutting down)."""
         self._closed = True
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
         await self.flush()
         for task in list(self._saves):
             with contextlib.suppress(asyncio.CancelledError):
@@ -216,16 +222,21 @@ class LiveWorksheets:
         return live
 
     def _schedule_save(self, live: _Live) -> None:
-        if live.saver is not None or self._closed:
+        """Save ``live`` with the next batch: one timer for the whole instance, so that the
+        worksheets changed within one delay are saved in one transaction, not one each."""
+        if live.worksheet_id in self._waiting or self._closed:
             return
-        loop = asyncio.get_running_loop()
-        live.saver = loop.call_later(self._save_delay, self._start_save, live)
+        self._waiting[live.worksheet_id] = live
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = loop.call_later(self._save_delay, self._start_saves)
 
-    def _start_save(self, live: _Live) -> None:
-        """Queue ``live`` for the one saving task: saves of many worksheets run one after
+    def _start_saves(self) -> None:
+        """Queue the waiting worksheets for the one saving task: saves run one batch after
         another, so a busy instance never needs more database connections than one."""
-        live.saver = None
-        self._due[live.worksheet_id] = live
+        self._batch = None
+        self._due.update(self._waiting)
+        self._waiting.clear()
         if not self._saves:
             task = asyncio.get_running_loop().create_task(self._save_due())
             self._saves.add(task)
@@ -249,9 +260,7 @@ class LiveWorksheets:
             changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]] = []
             for live in lives:
                 await locks.enter_async_context(live.lock)
-                if live.saver is not None:
-                    live.saver.cancel()
-                    live.saver = None
+                self._waiting.pop(live.worksheet_id, None)  # saved here, not in the batch
                 if not live.shared.dirty:
                     continue
                 live.shared.mark_clean()
@@ -259,6 +268,8 @@ class LiveWorksheets:
                 state = compact(live.shared.doc)
                 content = json.dumps(render(live.template, live.shared.doc), ensure_ascii=False)
                 changed.append((live, editors, state, content))
+                if len(lives) > 1:
+                    await asyncio.sleep(0)  # a batch must not hold up the keystrokes meanwhile
             if not changed:
                 return
             now = self._clock()

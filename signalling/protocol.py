@@ -8,9 +8,11 @@ that depend on who is speaking.  The message classes themselves live in
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import json
+import re
 from typing import Any, NoReturn
 
 import orjson
@@ -59,7 +61,12 @@ from signalling.messages import (
     Welcome,
 )
 from signalling.wire import checked_json, decode_struct, describe, encode_struct
-from signalling.worksheet_messages import WORKSHEET_MESSAGE_CLASSES
+from signalling.worksheet_messages import (
+    BASE64,
+    MAX_SYNC_BYTES,
+    WORKSHEET_MESSAGE_CLASSES,
+    Yjs,
+)
 
 __all__ = [
     "FATAL",
@@ -183,7 +190,25 @@ def parse_message(frame: str | bytes) -> Message:
     return _parse(frame)
 
 
+#: A ``yjs`` frame exactly as a browser writes one (``JSON.stringify`` of type, worksheet
+#: and data), the commonest frame of all: one per keystroke in a worksheet.  A frame of this
+#: shape has no escapes, no repeated key and no other field, so it needs no JSON decoder;
+#: its fields are still checked as any other frame's.  Any other frame is decoded in full.
+_YJS_FRAME = re.compile(
+    r'\{"type":"yjs","worksheet":"(w-[0-9]{1,30})","data":"([A-Za-z0-9+/]*={0,2})"\}'
+)
+_YJS_PREFIX = '{"type":"yjs",'
+
+
 def _parse(frame: str | bytes) -> Message:
+    if type(frame) is str and frame.startswith(_YJS_PREFIX) and len(frame) <= MAX_FRAME_BYTES:
+        match = _YJS_FRAME.fullmatch(frame)
+        if match is not None:
+            # The pattern has checked the worksheet's id; the data is checked as always.
+            data = BASE64.decode(match[2], "yjs.data")
+            message = Yjs.__new__(Yjs)
+            message.__dict__.update(worksheet=match[1], data=data, id=None)
+            return message
     value = _load(frame)
     if not isinstance(value, dict):
         raise ProtocolError(
@@ -207,6 +232,8 @@ def encode(message: Message) -> str:
     Refuses (``ValueError``) to produce anything ``parse_message`` would reject, so the
     server never sends what it would not accept.
     """
+    if type(message) is Yjs and message.id is None:
+        return _encode_yjs(message)
     parsed = checked_json(message)
     if parsed is not None:
         # Parsed from a frame and unchanged since (messages are immutable), as a relayed
@@ -235,6 +262,24 @@ def _encode(message: Message) -> str:
             f"refusing to encode a {message.TYPE!r} larger than {MAX_FRAME_BYTES} bytes"
         )
     return text
+
+
+def _encode_yjs(message: Yjs) -> str:
+    """A ``yjs`` message (one per keystroke, to each other subscriber), checked on its own
+    two fields: the same text as ``_encode`` gives, without its general checks."""
+    worksheet, data = message.worksheet, message.data
+    if (
+        type(worksheet) is not str
+        or _YJS_WORKSHEET.fullmatch(worksheet) is None
+        or type(data) is not bytes
+        or not 0 < len(data) <= MAX_SYNC_BYTES
+    ):
+        return _encode(message)  # which says what is wrong
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'{{"type":"yjs","worksheet":"{worksheet}","data":"{encoded}"}}'
+
+
+_YJS_WORKSHEET = re.compile(r"w-[0-9A-Za-z_-]{1,30}")
 
 
 # A message the server builds is checked as it is encoded, and the same one is often sent to

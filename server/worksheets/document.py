@@ -26,6 +26,8 @@ from collections.abc import Collection
 from typing import Any, TypeAlias
 
 from pycrdt import Array, Doc, Map, Text
+from pycrdt._pycrdt import Map as _RawMap
+from pycrdt._pycrdt import Text as _RawText
 
 from server.worksheets.templates import (
     SCALE_MAX,
@@ -135,28 +137,53 @@ def check_limits(
     `fields`, if given, are the only fields that may have changed since the document was
     last checked (the root map's own entries did not): only those are checked.
     """
-    # One read transaction for the whole walk: pycrdt otherwise opens (and commits) one for
-    # every access, which made this check most of the cost of an update.
-    with doc.transaction():
+    # One read transaction for the whole walk, and pycrdt's own objects underneath its
+    # Python wrappers: opening a transaction per access and wrapping every value made this
+    # check most of the cost of an update.
+    with doc.transaction() as transaction:
+        txn = transaction._txn
+        assert txn is not None  # a transaction is open inside its block
         if size_bound is None or size_bound > limit:
             size = len(doc.get_update())
             if size > limit:
                 raise LimitError(
                     "document", f"is {size} bytes, more than the limit of {limit} bytes"
                 )
-        roots = sorted(doc.keys())
-        if roots != [ROOT]:
-            unexpected = [name for name in roots if name != ROOT]
+        roots = doc._doc.roots(txn)
+        if len(roots) != 1 or ROOT not in roots:
+            unexpected = sorted(name for name in roots if name != ROOT)
             raise LimitError("document", f"has unexpected roots {unexpected}")
-        root = _root(doc)
         if fields is None:
+            root = _root(doc)
             known = {field.id for field in template.fields}
             for key in list(root.keys()):
                 if key not in known:
                     raise LimitError(key, "is not a field of this worksheet")
-        for field in template.fields:
-            if fields is None or field.id in fields:
+            for field in template.fields:
                 _check_field(field, root, field.id)
+            return
+        raw_root = roots[ROOT]
+        wrapped: Map[Any] | None = None
+        for field in template.fields:
+            if field.id not in fields:
+                continue
+            if isinstance(field, TextField) and _short_text(raw_root, txn, field):
+                continue  # the common case, a keystroke: a text within its limit
+            if wrapped is None:
+                wrapped = _root(doc)
+            _check_field(field, wrapped, field.id)
+
+
+def _short_text(root: Any, txn: Any, field: TextField) -> bool:
+    """Whether the entry of `field` in the raw root map is a text no longer than its limit
+    in UTF-8 bytes (so, certainly, in characters too)."""
+    if type(root) is not _RawMap:
+        return False
+    try:
+        value = root.get(txn, field.id)
+    except ValueError:  # no such key
+        return False
+    return type(value) is _RawText and value.len(txn) <= field.max_length
 
 
 def render(template: Template, doc: Doc[Any]) -> dict[str, Rendered]:

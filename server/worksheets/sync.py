@@ -14,8 +14,7 @@ accepted since), so a refused update leaves it exactly as it was.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pycrdt import (
     Doc,
@@ -25,10 +24,8 @@ from pycrdt import (
     YMessageType,
     YSyncMessageType,
     create_sync_message,
-    create_update_message,
     get_update,
     merge_updates,
-    write_message,
 )
 
 from server.worksheets.document import DOCUMENT_LIMIT, ROOT, LimitError, check_limits
@@ -41,6 +38,7 @@ _BOOKKEEPING_BYTES = 32  # a new client's entry in the state, at most, besides t
 _MAX_VARUINT_BITS = 53  # as lib0: larger numbers are not safe integers in JavaScript
 #: The sync steps by number (looking them up in the enum each time is slow).
 _STEPS = tuple(sorted(YSyncMessageType, key=int))
+_SYNC = int(YMessageType.SYNC)
 _CHECKPOINT_EVERY = 256  # accepted changes kept for undoing, before a fresh checkpoint
 
 
@@ -58,8 +56,7 @@ def _is_decode_failure(error: BaseException) -> bool:
     return isinstance(error, Exception) or type(error).__name__ == "PanicException"
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """What to do after `SharedWorksheet.receive`.
 
     `reply` goes back to the sender; `broadcast` goes to every other participant.
@@ -69,8 +66,7 @@ class Reply:
     broadcast: bytes | None = None
 
 
-@dataclass(frozen=True)
-class SyncMessage:
+class SyncMessage(NamedTuple):
     step: YSyncMessageType
     payload: bytes
 
@@ -87,15 +83,36 @@ def sync_step2_message(update: bytes) -> bytes:
 
 def update_message(update: bytes) -> bytes:
     """An update message, e.g. to relay a change made on the server to the participants."""
-    return create_update_message(update)
+    return _message(YSyncMessageType.SYNC_UPDATE, update)
 
 
 def _message(step: YSyncMessageType, payload: bytes) -> bytes:
-    return bytes([YMessageType.SYNC, step]) + write_message(payload)
+    """``0 · step · varuint(length) · payload`` (as pycrdt's helpers write it, but at the
+    cost of one concatenation: one is written for every keystroke)."""
+    length = len(payload)
+    if length < 0x80:
+        return bytes((_SYNC, int(step), length)) + payload
+    head = bytearray((_SYNC, int(step)))
+    while length >= 0x80:
+        head.append(length & 0x7F | 0x80)
+        length >>= 7
+    head.append(length)
+    return bytes(head) + payload
 
 
 def decode_message(message: bytes) -> SyncMessage:
     """Decode one sync message; `SyncError` for anything else (including awareness)."""
+    # The common case, a keystroke's update: a sync message whose payload length fits in
+    # one or two bytes, and nothing after the payload.
+    if type(message) is bytes and len(message) > 3 and message[0] == _SYNC:
+        step, length = message[1], message[2]
+        start = 3
+        if length >= 0x80 and len(message) > 4 and message[3] < 0x80:
+            length = (length & 0x7F) | (message[3] << 7)
+            start = 4
+        whole = length < 0x80 << (7 * (start - 3)) and len(message) == start + length
+        if whole and step < len(_STEPS):
+            return SyncMessage(_STEPS[step], message[start:])
     reader = _Reader(message)
     kind = reader.var_uint("message type")
     if kind == YMessageType.AWARENESS:
@@ -254,8 +271,13 @@ class SharedWorksheet:
         self._touched = set()
         self._receiving = True
         try:
-            self.doc.apply_update(update)
-            leftover = get_update(update, self.doc.get_state())
+            # One transaction for applying the update and reading the state it left.
+            with self.doc.transaction() as transaction:
+                txn = transaction._txn
+                assert txn is not None  # a transaction is open inside its block
+                self.doc._doc.apply_update(txn, update)
+                state = self.doc._doc.get_state(txn)
+            leftover = get_update(update, state)
         except BaseException as error:
             if not _is_decode_failure(error):
                 raise

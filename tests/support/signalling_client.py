@@ -65,7 +65,7 @@ class SignallingClient:
 
     async def send(self, message: Json) -> None:
         assert self.ws is not None
-        await self.ws.send_str(json.dumps(message))
+        await self.ws.send_str(json.dumps(message, separators=(",", ":")))
 
     def _queue(self, kind: str) -> asyncio.Queue[Json]:
         kind = RELAYED_QUEUE if kind in RELAYED else kind

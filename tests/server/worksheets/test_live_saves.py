@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import worksheet_store
@@ -141,3 +142,47 @@ async def test_two_instances_editing_one_worksheet_store_the_union_of_their_edit
     assert row.revision == 2
     assert str(peers["client"].text("went_well")) == "noticed the pattern"  # relayed to them
     assert guest.saved()[-1] == 2 and host.saved()[-1] == 1
+
+
+async def test_worksheets_changed_within_one_delay_are_saved_in_one_transaction(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    # Fifty calls typing at once must not cost fifty commits a second: a worksheet changed
+    # late in the delay joins the batch already waiting instead of starting its own timer.
+    therapist = await make_therapist(db, email="sam@example.com", password="a long password")
+    client = await make_client(db, therapist.id)
+    ids = [await new_check_in(db, clock, therapist.id, client.id) for _ in range(2)]
+    live = LiveWorksheets(db, clock, save_delay=1.0)
+    people = [Recorder(f"client-{n}", (Actor.CLIENT, client.id)) for n in ids]
+    peers = []
+    for worksheet_id, person in zip(ids, people, strict=True):
+        await live.attach(worksheet_id, person)
+        peer = Peer(person.key)
+        await live.receive(worksheet_id, person, peer.sync_step1())
+        step2 = person.received[-1]
+        assert isinstance(step2, Yjs)
+        peer.receive(step2.data)
+        peers.append(peer)
+    commits: list[float] = []
+
+    def count(_connection: object) -> None:
+        commits.append(time.monotonic())
+
+    engine = db.kw["bind"].sync_engine
+    event.listen(engine, "commit", count)
+    try:
+        for worksheet_id, person, peer in zip(ids, people, peers, strict=True):
+            peer.text("went_well").insert(0, f"walked {worksheet_id}")
+            await live.receive(worksheet_id, person, peer.take_outbox()[0])
+            await asyncio.sleep(0.2)  # the second change comes 0.2 s into the first's delay
+        for person in people:
+            async with asyncio.timeout(10):
+                while person.saved() == [0]:
+                    await person.arrived.wait()
+                    person.arrived.clear()
+    finally:
+        event.remove(engine, "commit", count)
+        await live.close()
+
+    assert [person.saved() for person in people] == [[0, 1], [0, 1]]
+    assert len(commits) == 1

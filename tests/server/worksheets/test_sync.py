@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycrdt import Array, Doc, Map, Text, create_update_message
+from pycrdt import Array, Doc, Map, Text, create_update_message, write_message
 
 from server.worksheets import (
     LimitError,
@@ -25,7 +25,12 @@ from server.worksheets import (
     parse_template,
     render,
 )
-from server.worksheets.sync import decode_message, sync_step1_message, sync_step2_message
+from server.worksheets.sync import (
+    decode_message,
+    sync_step1_message,
+    sync_step2_message,
+    update_message,
+)
 from server.worksheets.templates import Template
 from tests.server.worksheets.peers import Peer, connect
 
@@ -216,6 +221,16 @@ def test_an_update_beyond_a_text_s_max_length_is_refused_and_changes_nothing() -
     assert call.rendered()["word"] == "fine"
     assert call.to_peer[call.a] == []
     assert not call.server.dirty
+
+
+def test_a_text_within_its_limit_in_characters_but_not_in_bytes_is_accepted() -> None:
+    call = Call(SMALL)
+    call.a.text("word").insert(0, "😀é" * 5)  # 10 characters, 30 bytes in UTF-8
+    call.send(call.a)
+    assert call.rendered()["word"] == "😀é" * 5
+    call.b.text("word").insert(0, "é")
+    with pytest.raises(LimitError, match="word: is 11 characters long"):
+        call.send(call.b)
 
 
 def test_flattening_a_shared_text_is_refused() -> None:
@@ -480,3 +495,35 @@ def test_an_update_on_which_the_decoder_panics_is_a_sync_error_and_changes_nothi
         server.receive(create_update_message(bytes.fromhex(case["update"])))
 
     assert compact(server.doc) == before
+
+
+@pytest.mark.parametrize("length", [0, 1, 127, 128, 129, 300, 16383, 16384, 70000])
+@pytest.mark.parametrize("step", [0, 1, 2])
+def test_sync_messages_are_written_as_pycrdt_writes_them_and_read_back(
+    step: int, length: int
+) -> None:
+    payload = bytes(random.Random(length).randrange(256) for _ in range(length))
+    written = {0: sync_step1_message, 1: sync_step2_message, 2: update_message}[step](payload)
+    assert written == bytes([0, step]) + write_message(payload)
+    decoded = decode_message(written)
+    assert (int(decoded.step), decoded.payload) == (step, payload)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (b"\x00\x02\x03ab", "only 2 follow"),
+        (b"\x00\x02\x01abc", "2 bytes after the end"),
+        (b"\x00\x02\x81", "ends inside the length"),
+        (b"\x00\x03\x01a", "unknown sync message type 3"),
+        (b"\x01\x00\x01a", "awareness messages are not supported"),
+    ],
+)
+def test_a_short_malformed_sync_message_is_refused_saying_why(message: bytes, error: str) -> None:
+    with pytest.raises(SyncError, match=error):
+        decode_message(message)
+
+
+def test_a_length_written_with_more_bytes_than_needed_still_reads() -> None:
+    assert decode_message(b"\x00\x02\x82\x00ab").payload == b"ab"
+    assert decode_message(b"\x00\x02\x82\x80\x00ab").payload == b"ab"
