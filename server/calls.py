@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def parse_record_id(number: str) -> int | None:
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # every worksheet keystroke asks, for the same few calls
 def parse_appointment_ref(ref: str) -> int | None:
     """The appointment id in ``ref``, if ``ref`` is exactly what ``appointment_ref`` makes."""
     prefix, _, number = ref.partition("-")

@@ -174,6 +174,17 @@ def check_limits(
             _check_field(field, wrapped, field.id)
 
 
+def texts_within_limits(texts: Collection[TextField], doc: Doc[Any], txn: Any) -> bool:
+    """Whether `doc`, read in pycrdt's open transaction `txn`, has only its one root and each
+    of `texts` in it is a text within its limit: all that an update which touched only
+    texts needs checked.  False says nothing more: `check_limits` tells what is wrong."""
+    roots = doc._doc.roots(txn)
+    if len(roots) != 1 or ROOT not in roots:
+        return False
+    root = roots[ROOT]
+    return all(_short_text(root, txn, field) for field in texts)
+
+
 def _short_text(root: Any, txn: Any, field: TextField) -> bool:
     """Whether the entry of `field` in the raw root map is a text no longer than its limit
     in UTF-8 bytes (so, certainly, in characters too)."""

@@ -28,8 +28,14 @@ from pycrdt import (
     merge_updates,
 )
 
-from server.worksheets.document import DOCUMENT_LIMIT, ROOT, LimitError, check_limits
-from server.worksheets.templates import Template
+from server.worksheets.document import (
+    DOCUMENT_LIMIT,
+    ROOT,
+    LimitError,
+    check_limits,
+    texts_within_limits,
+)
+from server.worksheets.templates import Template, TextField
 
 EMPTY_UPDATE = b"\x00\x00"
 """A Yjs update with no structs and no deletions."""
@@ -199,6 +205,8 @@ class SharedWorksheet:
         self._size_bound = len(doc.get_update())
         self.template = template
         self.limit = limit
+        self._texts = tuple(field for field in template.fields if isinstance(field, TextField))
+        self._text_ids = frozenset(field.id for field in self._texts)
         self.dirty = False
         self._on_change = on_change
         self._receiving = False
@@ -277,6 +285,7 @@ class SharedWorksheet:
                 assert txn is not None  # a transaction is open inside its block
                 self.doc._doc.apply_update(txn, update)
                 state = self.doc._doc.get_state(txn)
+                texts_fit = texts_within_limits(self._texts, self.doc, txn)
             leftover = get_update(update, state)
         except BaseException as error:
             if not _is_decode_failure(error):
@@ -294,6 +303,10 @@ class SharedWorksheet:
         if not changes:
             return Reply()
         bound = self._size_bound + len(update) + _BOOKKEEPING_BYTES
+        touched = self._touched
+        if texts_fit and bound <= self.limit and touched is not None and touched <= self._text_ids:
+            # A keystroke: it touched texts only, and every text is within its limit.
+            return self._accept(bound, changes)
         try:
             if bound > self.limit:
                 bound = len(self.doc.get_update())  # measure, and start counting afresh
@@ -303,6 +316,9 @@ class SharedWorksheet:
         except LimitError:
             self._undo(dirty)
             raise
+        return self._accept(bound, changes)
+
+    def _accept(self, bound: int, changes: list[bytes]) -> Reply:
         self._size_bound = bound
         self._keep(changes)
         change = changes[0] if len(changes) == 1 else merge_updates(*changes)
