@@ -27,21 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
-from aiortc.mediastreams import MediaStreamTrack
 
 from server import join
 from server.calls import Resolver
@@ -51,12 +44,17 @@ from server.shutdown import DRAIN
 from signalling.messages import MAX_SDP_CHARS, IceServer
 from signalling.wire import encode_struct
 
+if TYPE_CHECKING:
+    from server.echo_peer import EchoPeer
+
 log = logging.getLogger(__name__)
 
 #: The offer's SDP, JSON-escaped, fits with room to spare.
 MAX_BODY_BYTES = 64 * 1024
 #: How long the browser's test lasts; the server's bound is ``Limits.timeout_seconds``.
 TEST_SECONDS = 10
+#: When the connection test's peer (and aiortc) is loaded, after start-up.
+PRELOAD_AFTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -94,119 +92,6 @@ class Unavailable(Exception):
     """The server could not answer (ICE gathering failed, or the peer timed out meanwhile)."""
 
 
-class EchoTrack(MediaStreamTrack):
-    """Sends each frame of ``source`` back as it arrives, with no buffering.
-
-    aiortc decodes what it receives and encodes what it sends, so every video frame is
-    encoded again: the cost of a test, which is why the browser sends a scaled-down video.
-    """
-
-    def __init__(self, source: MediaStreamTrack) -> None:
-        super().__init__()
-        self.kind = source.kind
-        self._source = source
-
-    async def recv(self) -> Any:
-        return await self._source.recv()
-
-
-def rtc_configuration(servers: tuple[IceServer, ...]) -> RTCConfiguration:
-    """The ICE servers a participant is given, for aiortc.  An explicit empty list: left
-    out, aiortc would fall back to a public STUN server."""
-    return RTCConfiguration(
-        iceServers=[
-            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-            for s in servers
-        ]
-    )
-
-
-class EchoPeer:
-    """One test: a peer connection that echoes, with a hard deadline."""
-
-    def __init__(self, service: EchoService, servers: tuple[IceServer, ...]) -> None:
-        self.id = secrets.token_hex(4)
-        self.state = EchoState.NEW
-        self.pc = RTCPeerConnection(rtc_configuration(servers))
-        self.closed = asyncio.Event()
-        self._service = service
-        self._timer = asyncio.get_running_loop().call_later(
-            service.limits.timeout_seconds, self._expire
-        )
-        self._closing: asyncio.Task[None] | None = None
-        self.pc.on("connectionstatechange", self._on_connection_state)
-        log.info("echo %s: created", self.id)
-
-    def _move(self, new: EchoState, why: str = "") -> bool:
-        if new not in _NEXT[self.state]:
-            return False
-        old, self.state = self.state, new
-        log.info("echo %s: %s -> %s%s", self.id, old, new, f" ({why})" if why else "")
-        return True
-
-    def _on_connection_state(self) -> None:
-        match self.pc.connectionState:
-            case "connected":
-                self._move(EchoState.CONNECTED)
-            case "failed" | "closed" as state:
-                self.close_soon(f"connection {state}")
-
-    def _expire(self) -> None:
-        self.close_soon("timeout")
-
-    def close_soon(self, why: str) -> None:
-        """Close from a callback (a timer, an event): the closing runs as its own task."""
-        if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(self.close(why))
-
-    async def answer(self, offer_sdp: str) -> str:
-        """The answer to ``offer_sdp``, with every candidate the server gathered."""
-        self._move(EchoState.ANSWERING)
-        received: list[MediaStreamTrack] = []
-        self.pc.on("track", received.append)
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except Exception as exc:
-            if self.state is EchoState.CLOSED:
-                raise Unavailable("the test ended before it was answered") from None
-            # The offer is the only input here: whatever aiortc refuses, the offer is at fault.
-            raise BadOffer(f"the offer could not be applied ({type(exc).__name__})") from None
-        echoed = 0
-        for transceiver in self.pc.getTransceivers():
-            track = transceiver.receiver.track
-            if transceiver.kind in ("audio", "video") and track in received:
-                transceiver.sender.replaceTrack(EchoTrack(track))
-                transceiver.direction = "sendrecv"
-                echoed += 1
-        if echoed == 0:
-            raise BadOffer("the offer sends no audio or video")
-        try:
-            # aiortc gathers every candidate before this returns: the answer is complete.
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
-        except Exception as exc:
-            log.warning("echo %s: could not answer: %s", self.id, type(exc).__name__)
-            raise Unavailable("the server could not answer") from None
-        local = self.pc.localDescription
-        if local is None or self.state is not EchoState.ANSWERING:
-            raise Unavailable("the test ended before it was answered")
-        self._move(EchoState.CONNECTING)
-        return local.sdp
-
-    async def close(self, why: str) -> None:
-        """Close the peer connection and free its place; closing twice does nothing."""
-        if not self._move(EchoState.CLOSED, why):
-            await self.closed.wait()
-            return
-        self._timer.cancel()
-        try:
-            await self.pc.close()
-        except Exception:
-            log.exception("echo %s: closing the peer connection failed", self.id)
-        finally:
-            self._service.release(self)
-            self.closed.set()
-
-
 class EchoService:
     """The echo peers of one instance, within ``limits``."""
 
@@ -223,6 +108,8 @@ class EchoService:
         """
         if self.stopped or len(self.peers) >= self.limits.max_concurrent:
             return None
+        from server.echo_peer import EchoPeer  # aiortc: imported at the first test, not at start
+
         peer = EchoPeer(self, servers)
         self.peers.add(peer)
         return peer
@@ -246,8 +133,24 @@ ECHO = web.AppKey("echo", EchoService)
 async def echo_ctx(app: web.Application) -> AsyncIterator[None]:
     service = EchoService(app[LIMITS])
     app[ECHO] = service
+    # The echo peer's module (aiortc) loads in a thread once the app has started serving,
+    # so that neither start-up nor the first test waits for it.
+    loop = asyncio.get_running_loop()
+    preload: list[asyncio.Future[None]] = []
+    timer = loop.call_later(
+        PRELOAD_AFTER_SECONDS, lambda: preload.append(loop.run_in_executor(None, _load_peer))
+    )
     yield
+    timer.cancel()
     await service.close_all()
+    await asyncio.gather(*preload)
+
+
+def _load_peer() -> None:
+    try:
+        importlib.import_module("server.echo_peer")
+    except Exception:
+        log.exception("the connection test's peer could not be loaded")
 
 
 # --- HTTP ------------------------------------------------------------------------------------

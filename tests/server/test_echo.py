@@ -6,6 +6,8 @@ import asyncio
 import datetime as dt
 import fractions
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamT
 from av import VideoFrame
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import echo
+from server import echo, echo_peer
 from server.app import create_app
 from server.settings import Settings
 from server.shutdown import DRAIN
@@ -422,14 +424,14 @@ async def test_the_browser_is_given_the_ice_servers_of_the_call(
 
 def test_the_echo_peer_uses_exactly_the_ice_servers_it_is_given() -> None:
     turn = IceServer(urls=("turn:turn.example.org:3478",), username="1:c-1", credential="pw")
-    configuration = echo.rtc_configuration((turn,))
+    configuration = echo_peer.rtc_configuration((turn,))
     (server,) = configuration.iceServers or []
     assert (server.urls, server.username, server.credential) == (
         ["turn:turn.example.org:3478"],
         "1:c-1",
         "pw",
     )
-    assert echo.rtc_configuration(()).iceServers == []
+    assert echo_peer.rtc_configuration(()).iceServers == []
 
 
 async def test_a_draining_server_starts_no_test(start_server: StartServer, join_token: str) -> None:
@@ -444,3 +446,19 @@ async def test_a_draining_server_starts_no_test(start_server: StartServer, join_
         assert not server.service.peers
     finally:
         await client.close()
+
+
+def test_starting_the_app_does_not_load_aiortc_until_the_echo_peer_needs_it() -> None:
+    # aiortc is a good part of the start-up time, and only the connection test uses it: a
+    # restarted instance should not wait for it before serving calls.
+    program = (
+        "import sys\n"
+        "import server.app, server.cli, server.echo\n"
+        "assert 'aiortc' not in sys.modules, 'aiortc was imported with the app'\n"
+        "import server.echo_peer\n"
+        "assert 'aiortc' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
