@@ -7,10 +7,10 @@ answers the sender and relays the change to the other subscribers.
 Saving is debounced, and batched across worksheets: the first change after a save puts the
 worksheet in the next batch, which is written at most ``save_delay`` seconds later, every
 worksheet of the batch in one transaction, with one audit event per person who edited
-(never the content). A save is announced to
-every subscriber with ``worksheet-saved``: an edit is *acknowledged* once a save covering
-it was announced, and from then on survives any restart. ``flush`` saves at once; it runs
-when a call ends, when the last subscriber leaves, and when the server shuts down.
+(never the content). A save is announced to every subscriber with ``worksheet-saved``: an
+edit is *acknowledged* once a save covering it was announced, and from then on survives any
+restart. ``flush`` saves at once; it runs when a call ends, when the last subscriber
+leaves, and when the server shuts down.
 """
 
 from __future__ import annotations

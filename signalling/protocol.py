@@ -8,7 +8,6 @@ that depend on who is speaking.  The message classes themselves live in
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import json
@@ -198,17 +197,16 @@ _YJS_FRAME = re.compile(
     r'\{"type":"yjs","worksheet":"(w-[0-9]{1,30})","data":"([A-Za-z0-9+/]*={0,2})"\}'
 )
 _YJS_PREFIX = '{"type":"yjs",'
+#: A worksheet id that needs no escaping in JSON, for encoding.
+_YJS_WORKSHEET = re.compile(r"w-[0-9A-Za-z_-]{1,30}")
 
 
 def _parse(frame: str | bytes) -> Message:
     if type(frame) is str and frame.startswith(_YJS_PREFIX) and len(frame) <= MAX_FRAME_BYTES:
         match = _YJS_FRAME.fullmatch(frame)
         if match is not None:
-            # The pattern has checked the worksheet's id; the data is checked as always.
-            data = BASE64.decode(match[2], "yjs.data")
-            message = Yjs.__new__(Yjs)
-            message.__dict__.update(worksheet=match[1], data=data, id=None)
-            return message
+            fields = {"worksheet": match[1], "data": match[2]}
+            return decode_struct(Yjs, fields, Yjs.TYPE)
     value = _load(frame)
     if not isinstance(value, dict):
         raise ProtocolError(
@@ -275,11 +273,7 @@ def _encode_yjs(message: Yjs) -> str:
         or not 0 < len(data) <= MAX_SYNC_BYTES
     ):
         return _encode(message)  # which says what is wrong
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'{{"type":"yjs","worksheet":"{worksheet}","data":"{encoded}"}}'
-
-
-_YJS_WORKSHEET = re.compile(r"w-[0-9A-Za-z_-]{1,30}")
+    return f'{{"type":"yjs","worksheet":"{worksheet}","data":"{BASE64.encode(data)}"}}'
 
 
 # A message the server builds is checked as it is encoded, and the same one is often sent to

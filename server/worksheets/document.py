@@ -137,41 +137,28 @@ def check_limits(
     `fields`, if given, are the only fields that may have changed since the document was
     last checked (the root map's own entries did not): only those are checked.
     """
-    # One read transaction for the whole walk, and pycrdt's own objects underneath its
-    # Python wrappers: opening a transaction per access and wrapping every value made this
-    # check most of the cost of an update.
-    with doc.transaction() as transaction:
-        txn = transaction._txn
-        assert txn is not None  # a transaction is open inside its block
+    # One read transaction for the whole walk: pycrdt otherwise opens (and commits) one for
+    # every access, which made this check most of the cost of an update.
+    with doc.transaction():
         if size_bound is None or size_bound > limit:
             size = len(doc.get_update())
             if size > limit:
                 raise LimitError(
                     "document", f"is {size} bytes, more than the limit of {limit} bytes"
                 )
-        roots = doc._doc.roots(txn)
-        if len(roots) != 1 or ROOT not in roots:
-            unexpected = sorted(name for name in roots if name != ROOT)
+        roots = sorted(doc.keys())
+        if roots != [ROOT]:
+            unexpected = [name for name in roots if name != ROOT]
             raise LimitError("document", f"has unexpected roots {unexpected}")
+        root = _root(doc)
         if fields is None:
-            root = _root(doc)
             known = {field.id for field in template.fields}
             for key in list(root.keys()):
                 if key not in known:
                     raise LimitError(key, "is not a field of this worksheet")
-            for field in template.fields:
-                _check_field(field, root, field.id)
-            return
-        raw_root = roots[ROOT]
-        wrapped: Map[Any] | None = None
         for field in template.fields:
-            if field.id not in fields:
-                continue
-            if isinstance(field, TextField) and _short_text(raw_root, txn, field):
-                continue  # the common case, a keystroke: a text within its limit
-            if wrapped is None:
-                wrapped = _root(doc)
-            _check_field(field, wrapped, field.id)
+            if fields is None or field.id in fields:
+                _check_field(field, root, field.id)
 
 
 def texts_within_limits(texts: Collection[TextField], doc: Doc[Any], txn: Any) -> bool:
@@ -179,17 +166,15 @@ def texts_within_limits(texts: Collection[TextField], doc: Doc[Any], txn: Any) -
     of `texts` in it is a text within its limit: all that an update which touched only
     texts needs checked.  False says nothing more: `check_limits` tells what is wrong."""
     roots = doc._doc.roots(txn)
-    if len(roots) != 1 or ROOT not in roots:
+    if len(roots) != 1 or type(roots.get(ROOT)) is not _RawMap:
         return False
     root = roots[ROOT]
     return all(_short_text(root, txn, field) for field in texts)
 
 
 def _short_text(root: Any, txn: Any, field: TextField) -> bool:
-    """Whether the entry of `field` in the raw root map is a text no longer than its limit
-    in UTF-8 bytes (so, certainly, in characters too)."""
-    if type(root) is not _RawMap:
-        return False
+    """Whether the entry of `field` in pycrdt's raw root map is a text no longer than its
+    limit in UTF-8 bytes (so, certainly, in characters too)."""
     try:
         value = root.get(txn, field.id)
     except ValueError:  # no such key

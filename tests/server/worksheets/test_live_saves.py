@@ -59,32 +59,51 @@ async def new_check_in(
     return worksheet.id
 
 
+async def check_ins_of_one_client(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, count: int
+) -> tuple[list[int], list[Recorder]]:
+    """``count`` weekly check-ins of one client's, and a recorder standing for the client on
+    each."""
+    therapist = await make_therapist(db, email="sam@example.com", password="a long password")
+    client = await make_client(db, therapist.id)
+    ids = [await new_check_in(db, clock, therapist.id, client.id) for _ in range(count)]
+    return ids, [Recorder(f"client-{n}", (Actor.CLIENT, client.id)) for n in ids]
+
+
+async def synced_peer(live: LiveWorksheets, worksheet_id: int, person: Recorder) -> Peer:
+    """``person``'s copy of the worksheet, attached and brought up to date."""
+    await live.attach(worksheet_id, person)
+    peer = Peer(person.key)
+    await live.receive(worksheet_id, person, peer.sync_step1())
+    step2 = person.received[-1]
+    assert isinstance(step2, Yjs)
+    peer.receive(step2.data)
+    return peer
+
+
+async def until_saved(person: Recorder) -> None:
+    """Wait for the first ``worksheet-saved`` after the one sent on attaching."""
+    async with asyncio.timeout(10):
+        while person.saved() == [0]:
+            await person.arrived.wait()
+            person.arrived.clear()
+
+
 async def test_worksheets_due_together_are_saved_together_skipping_one_deleted_meanwhile(
     db: async_sessionmaker[AsyncSession], clock: FakeClock
 ) -> None:
-    therapist = await make_therapist(db, email="sam@example.com", password="a long password")
-    client = await make_client(db, therapist.id)
-    ids = [await new_check_in(db, clock, therapist.id, client.id) for _ in range(3)]
+    ids, people = await check_ins_of_one_client(db, clock, 3)
     live = LiveWorksheets(db, clock, save_delay=0.05)
-    people = [Recorder(f"client-{n}", (Actor.CLIENT, client.id)) for n in ids]
     for worksheet_id, person in zip(ids, people, strict=True):
-        await live.attach(worksheet_id, person)
+        peer = await synced_peer(live, worksheet_id, person)
         assert person.saved() == [0]  # nothing unsaved yet
-        peer = Peer(person.key)
-        await live.receive(worksheet_id, person, peer.sync_step1())
-        step2 = person.received[-1]
-        assert isinstance(step2, Yjs)
-        peer.receive(step2.data)
         peer.text("went_well").insert(0, f"walked {worksheet_id}")
         await live.receive(worksheet_id, person, peer.take_outbox()[0])
     async with db() as session, session.begin():
         await session.execute(delete(Worksheet).where(Worksheet.id == ids[1]))
 
     for person in (people[0], people[2]):
-        async with asyncio.timeout(10):
-            while person.saved() == [0]:
-                await person.arrived.wait()
-                person.arrived.clear()
+        await until_saved(person)
     await live.close()
 
     assert (people[0].saved(), people[1].saved(), people[2].saved()) == ([0, 1], [0], [0, 1])
@@ -113,14 +132,10 @@ async def test_two_instances_editing_one_worksheet_store_the_union_of_their_edit
     east, west = LiveWorksheets(db, clock), LiveWorksheets(db, clock)
     host = Recorder("therapist", (Actor.THERAPIST, therapist.id))
     guest = Recorder("client", (Actor.CLIENT, client.id))
-    peers: dict[str, Peer] = {}
-    for live, person in ((east, host), (west, guest)):
-        await live.attach(worksheet_id, person)
-        peer = peers[person.key] = Peer(person.key)
-        await live.receive(worksheet_id, person, peer.sync_step1())
-        step2 = person.received[-1]
-        assert isinstance(step2, Yjs)
-        peer.receive(step2.data)
+    peers = {
+        person.key: await synced_peer(live, worksheet_id, person)
+        for live, person in ((east, host), (west, guest))
+    }
     peers["therapist"].text("went_well").insert(0, "noticed the pattern")
     await east.receive(worksheet_id, host, peers["therapist"].take_outbox()[0])
     peers["client"].text("was_hard").insert(0, "Sunday evening")
@@ -149,20 +164,12 @@ async def test_worksheets_changed_within_one_delay_are_saved_in_one_transaction(
 ) -> None:
     # Fifty calls typing at once must not cost fifty commits a second: a worksheet changed
     # late in the delay joins the batch already waiting instead of starting its own timer.
-    therapist = await make_therapist(db, email="sam@example.com", password="a long password")
-    client = await make_client(db, therapist.id)
-    ids = [await new_check_in(db, clock, therapist.id, client.id) for _ in range(2)]
+    ids, people = await check_ins_of_one_client(db, clock, 2)
     live = LiveWorksheets(db, clock, save_delay=1.0)
-    people = [Recorder(f"client-{n}", (Actor.CLIENT, client.id)) for n in ids]
-    peers = []
-    for worksheet_id, person in zip(ids, people, strict=True):
-        await live.attach(worksheet_id, person)
-        peer = Peer(person.key)
-        await live.receive(worksheet_id, person, peer.sync_step1())
-        step2 = person.received[-1]
-        assert isinstance(step2, Yjs)
-        peer.receive(step2.data)
-        peers.append(peer)
+    peers = [
+        await synced_peer(live, worksheet_id, person)
+        for worksheet_id, person in zip(ids, people, strict=True)
+    ]
     commits: list[float] = []
 
     def count(_connection: object) -> None:
@@ -176,10 +183,7 @@ async def test_worksheets_changed_within_one_delay_are_saved_in_one_transaction(
             await live.receive(worksheet_id, person, peer.take_outbox()[0])
             await asyncio.sleep(0.2)  # the second change comes 0.2 s into the first's delay
         for person in people:
-            async with asyncio.timeout(10):
-                while person.saved() == [0]:
-                    await person.arrived.wait()
-                    person.arrived.clear()
+            await until_saved(person)
     finally:
         event.remove(engine, "commit", count)
         await live.close()
