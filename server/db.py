@@ -71,7 +71,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine for ``url``, with SQLite tuned for a small server."""
+    """Create the async engine for ``url``, with SQLite tuned for a small server.
+
+    A statement's parameters are never shown in the text of a database error: they hold
+    names, e-mail addresses and worksheet content, and such errors are logged.
+    """
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:" and not database.startswith("file:"):

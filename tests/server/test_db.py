@@ -108,6 +108,23 @@ async def test_utc_datetime_refuses_a_naive_datetime_and_stores_nothing(backend_
     assert await stored_instants(backend_url) == []
 
 
+async def test_a_database_error_does_not_show_the_values_of_the_statement(
+    backend_url: str,
+) -> None:
+    # Database errors are logged; the values they were about are a client's name and e-mail.
+    engine = create_engine(backend_url)
+    try:
+        with pytest.raises(exc.IntegrityError) as raised:
+            async with sessionmaker(engine)() as db, db.begin():
+                db.add(Client(therapist_id=999, name="Robin Orphan", email="robin@example.com"))
+    finally:
+        await engine.dispose()
+    shown = str(raised.value)
+    assert "INSERT INTO clients" in shown  # the statement itself is still there to debug
+    assert "Robin Orphan" not in shown and "robin@example.com" not in shown
+    assert "parameters hidden" in shown
+
+
 async def test_sqlite_engine_enforces_foreign_keys(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fk.db'}")
     try:
