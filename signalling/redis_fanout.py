@@ -404,7 +404,7 @@ class RedisFanout:
                 self._first_attempt.set()
             finally:
                 with contextlib.suppress(*_NETWORK_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(_jitter(delay))
             delay = min(delay * 2, BACKOFF_MAX)
 
