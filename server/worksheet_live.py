@@ -11,6 +11,11 @@ worksheet of the batch in one transaction, with one audit event per person who e
 edit is *acknowledged* once a save covering it was announced, and from then on survives any
 restart. ``flush`` saves at once; it runs when a call ends, when the last subscriber
 leaves, and when the server shuts down.
+
+A save that fails (the database is away) keeps the changes unsaved and is tried again on
+its own, after a back-off that doubles from the save delay up to ``MAX_RETRY_SECONDS``: the
+last words typed before the connection went are stored once it is back, without anyone
+typing again.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from signalling.worksheet_messages import (
 log = logging.getLogger(__name__)
 
 SAVE_DELAY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 30.0
 
 
 class Subscriber(Protocol):
@@ -107,6 +113,8 @@ class LiveWorksheets:
         #: Worksheets changed since they were last saved, for the next batch.
         self._waiting: dict[int, _Live] = {}
         self._batch: asyncio.TimerHandle | None = None
+        #: While saves fail: the wait before the next try.
+        self._retry_delay: float | None = None
         self._closed = False
 
     def is_live(self, worksheet_id: int) -> bool:
@@ -133,14 +141,19 @@ class LiveWorksheets:
             await subscriber.deliver(WorksheetSaved(worksheet=live.ref, revision=live.revision))
 
     async def detach(self, worksheet_id: int, key: str) -> None:
-        """``key`` no longer has the worksheet open; the last one out saves and unloads it."""
+        """``key`` no longer has the worksheet open; the last one out saves and unloads it
+        (once saved: a document whose save failed stays loaded until a retry stores it)."""
         live = self._live.get(worksheet_id)
         if live is None or live.subscribers.pop(key, None) is None:
             return
         if not live.subscribers:
             await self.flush(worksheet_id)
-            if not live.subscribers and self._live.get(worksheet_id) is live:
-                del self._live[worksheet_id]
+            self._unload_if_done(live)
+
+    def _unload_if_done(self, live: _Live) -> None:
+        unused = not live.subscribers and not live.shared.dirty
+        if unused and self._live.get(live.worksheet_id) is live:
+            del self._live[live.worksheet_id]
 
     async def receive(self, worksheet_id: int, subscriber: Subscriber, data: bytes) -> None:
         """Apply one Yjs message from ``subscriber``.
@@ -221,7 +234,7 @@ class LiveWorksheets:
         self._loading.pop(worksheet_id, None)
         return live
 
-    def _schedule_save(self, live: _Live) -> None:
+    def _schedule_save(self, live: _Live, delay: float | None = None) -> None:
         """Save ``live`` with the next batch: one timer for the whole instance, so that the
         worksheets changed within one delay are saved in one transaction, not one each."""
         if live.worksheet_id in self._waiting or self._closed:
@@ -229,7 +242,30 @@ class LiveWorksheets:
         self._waiting[live.worksheet_id] = live
         if self._batch is None:
             loop = asyncio.get_running_loop()
-            self._batch = loop.call_later(self._save_delay, self._start_saves)
+            wait = self._save_delay if delay is None else delay
+            self._batch = loop.call_later(wait, self._start_saves)
+
+    def _retry_later(self, lives: list[_Live], error: Exception) -> None:
+        """A save failed: try these again after the back-off, whether or not they change."""
+        if self._retry_delay is None:
+            self._retry_delay = self._save_delay
+            log.error(
+                "could not save %d worksheets (%s); retrying in %g s",
+                len(lives),
+                type(error).__name__,
+                self._retry_delay,
+                exc_info=error,
+            )
+        else:
+            self._retry_delay = min(2 * self._retry_delay, MAX_RETRY_SECONDS)
+            log.warning(
+                "still cannot save %d worksheets (%s); retrying in %g s",
+                len(lives),
+                type(error).__name__,
+                self._retry_delay,
+            )
+        for live in lives:
+            self._schedule_save(live, self._retry_delay)
 
     def _start_saves(self) -> None:
         """Queue the waiting worksheets for the one saving task: saves run one batch after
@@ -299,15 +335,19 @@ class LiveWorksheets:
                             )
                         if revision is not None:
                             saved.append((live, revision))
-            except Exception:
-                # Keep the changes marked unsaved: the next change or flush tries again.
+            except Exception as error:
+                # Keep the changes marked unsaved, and try again later.
                 for live, editors, _, _ in changed:
                     live.shared.dirty = True
                     live.editors |= editors
-                log.exception("could not save worksheets %s", [c[0].worksheet_id for c in changed])
+                self._retry_later([live for live, _, _, _ in changed], error)
                 return
             for live, revision in saved:
                 live.revision = revision
+                self._unload_if_done(live)
+            if self._retry_delay is not None:
+                self._retry_delay = None
+                log.info("worksheets are saved again")
         for live, change in merged:
             update = Yjs(worksheet=live.ref, data=change)
             for subscriber in tuple(live.subscribers.values()):

@@ -7,7 +7,8 @@ import asyncio
 import json
 import time
 
-from sqlalchemy import delete, event, select
+import pytest
+from sqlalchemy import delete, event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import worksheet_store
@@ -21,6 +22,7 @@ from signalling.worksheet_messages import WorksheetSaved, Yjs
 from tests.conftest import FakeClock
 from tests.server.worksheets.peers import Peer
 from tests.support.arrange import make_client, make_therapist
+from tests.support.instances import eventually
 
 CHECK_IN = "weekly-check-in"
 
@@ -190,3 +192,83 @@ async def test_worksheets_changed_within_one_delay_are_saved_in_one_transaction(
 
     assert [person.saved() for person in people] == [[0, 1], [0, 1]]
     assert len(commits) == 1
+
+
+# --- the database away ----------------------------------------------------------------
+
+
+async def rename(db: async_sessionmaker[AsyncSession], old: str, new: str) -> None:
+    async with db() as session, session.begin():
+        await session.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+
+async def until_logged(caplog: pytest.LogCaptureFixture, needle: str, times: int = 1) -> None:
+    async def logged() -> bool | None:
+        count = sum(needle in record.getMessage() for record in caplog.records)
+        return True if count >= times else None
+
+    await eventually(logged, f"{needle!r} logged {times} times")
+
+
+async def test_a_save_that_failed_is_tried_again_until_it_is_stored_without_more_typing(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    [worksheet_id], [person] = await check_ins_of_one_client(db, clock, 1)
+    live = LiveWorksheets(db, clock, save_delay=0.05)
+    peer = await synced_peer(live, worksheet_id, person)
+    await rename(db, "worksheets", "worksheets_away")  # the database cannot store worksheets
+    try:
+        peer.text("went_well").insert(0, "the last words before the outage")
+        await live.receive(worksheet_id, person, peer.take_outbox()[0])
+        await until_logged(caplog, "could not save 1 worksheets")
+        await until_logged(caplog, "still cannot save 1 worksheets", times=2)  # backing off
+    finally:
+        await rename(db, "worksheets_away", "worksheets")
+
+    await until_saved(person)  # nobody typed again
+    await live.close()
+
+    assert person.saved() == [0, 1]
+    row = await stored_row(db, worksheet_id)
+    assert json.loads(row.content)["went_well"] == "the last words before the outage"
+    assert any("saved again" in record.getMessage() for record in caplog.records)
+    assert "last words" not in caplog.text  # no content in the log of the failures
+    delays = [
+        float(record.getMessage().rsplit("in ", 1)[1].removesuffix(" s"))
+        for record in caplog.records
+        if "save 1 worksheets" in record.getMessage()
+    ]
+    assert delays[:3] == [0.05, 0.1, 0.2]
+
+
+async def test_a_worksheet_left_unsaved_stays_loaded_until_a_retry_stores_it(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    [worksheet_id], [person] = await check_ins_of_one_client(db, clock, 1)
+    live = LiveWorksheets(db, clock, save_delay=0.05)
+    peer = await synced_peer(live, worksheet_id, person)
+    await rename(db, "worksheets", "worksheets_away")
+    try:
+        peer.text("was_hard").insert(0, "closed the tab at once")
+        await live.receive(worksheet_id, person, peer.take_outbox()[0])
+        await live.detach(worksheet_id, person.key)  # the last one leaves: the flush fails
+        await until_logged(caplog, "could not save 1 worksheets")
+        assert live.is_live(worksheet_id)  # its edits are still only here
+    finally:
+        await rename(db, "worksheets_away", "worksheets")
+
+    async def unloaded() -> bool | None:
+        return None if live.is_live(worksheet_id) else True
+
+    await eventually(unloaded, "stored by a retry, then unloaded")
+    await live.close()
+    row = await stored_row(db, worksheet_id)
+    assert json.loads(row.content)["was_hard"] == "closed the tab at once"
+    assert row.revision == 1
+
+
+async def stored_row(db: async_sessionmaker[AsyncSession], worksheet_id: int) -> Worksheet:
+    async with db() as session:
+        row = await session.get(Worksheet, worksheet_id)
+    assert row is not None
+    return row
