@@ -178,22 +178,6 @@ METRICS = web.AppKey("metrics", Metrics)
 # --- signalling ------------------------------------------------------------------------------
 
 
-class CountingConnection:
-    """A connection that counts the ``error``s sent through it, by code."""
-
-    def __init__(self, inner: Connection, metrics: Metrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-
-    async def send(self, message: Message) -> None:
-        if isinstance(message, Error):
-            self._metrics.errors.labels(code=message.error.value).inc()
-        await self._inner.send(message)
-
-    async def close(self, code: int, reason: str) -> None:
-        await self._inner.close(code, reason)
-
-
 class MeteredSwitchboard(Switchboard):
     """A switchboard that counts the messages it is given and the errors it delivers.
 
@@ -221,18 +205,20 @@ class MeteredSwitchboard(Switchboard):
         devices: DeviceSummary | None = None,
     ) -> Handle:
         self._count("hello")
-        counted = CountingConnection(connection, self._metrics)
-        return await super().join(seat, counted, ice_servers=ice_servers, devices=devices)
+        return await super().join(seat, connection, ice_servers=ice_servers, devices=devices)
 
     async def watch(self, watcher: Watcher, connection: Connection) -> Handle:
         self._count("hello")
-        return await super().watch(watcher, CountingConnection(connection, self._metrics))
+        return await super().watch(watcher, connection)
 
     async def receive(self, handle: Handle, message: Message) -> None:
-        self._count(message.TYPE)
-        if isinstance(message, CallConnected) and self.role_of(handle) is Role.CLIENT:
+        self._metrics.received[message.TYPE] += 1
+        if type(message) is CallConnected and self.role_of(handle) is Role.CLIENT:
             self._metrics.admit_to_connected.observe(message.admit_to_connected_ms / 1000)
         await super().receive(handle, message)
+
+    def delivering_error(self, error: Error) -> None:
+        self._metrics.errors.labels(code=error.error.value).inc()
 
 
 class TimedFanout:

@@ -116,8 +116,13 @@ class CallWorksheets:
             case WorksheetClose():
                 await self._close(appointment_id, await self._current(appointment_id, message))
             case Yjs():
-                worksheet_id = await self._current(appointment_id, message)
-                subscriber = await self._subscriber(appointment_id, sender)
+                # A keystroke: what it needs is known once the call has seen one.
+                worksheet_id = self._open_ids.get(appointment_id)
+                if worksheet_id is None or parse_worksheet_ref(message.worksheet) != worksheet_id:
+                    worksheet_id = await self._current(appointment_id, message)
+                subscriber = self._subscribers.get(appointment_id, {}).get(sender.id)
+                if subscriber is None:
+                    subscriber = await self._subscriber(appointment_id, sender)
                 if not self._live.is_subscribed(worksheet_id, sender.id):
                     await self._attach(appointment_id, worksheet_id, sender)
                 try:

@@ -49,6 +49,10 @@ SYNC_RATE_PER_SECOND = 60
 SYNC_RATE_BURST = 300
 
 
+#: The messages counted against the worksheet bucket.
+_SYNC_TYPES = frozenset({Yjs, Editing})
+
+
 class Phase(enum.StrEnum):
     """Where a session stands: before ``hello``, a call or lobby socket, or closed."""
 
@@ -134,9 +138,9 @@ class Session:
 
     async def receive(self, frame: str | bytes) -> None:
         """Handle one frame from the browser."""
-        if self.closed:
+        if self._phase is Phase.CLOSED:
             return
-        if isinstance(frame, bytes):
+        if type(frame) is not str:
             await self._fail(ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are refused"))
             return
         try:
@@ -149,9 +153,7 @@ class Session:
         elif isinstance(message, Hello):
             error = ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
             await self._fail(error, message)
-        elif not (
-            self._sync_limiter if isinstance(message, Yjs | Editing) else self._limiter
-        ).allow():
+        elif not (self._sync_limiter if type(message) in _SYNC_TYPES else self._limiter).allow():
             error = ProtocolError(ErrorCode.RATE_LIMITED, f"{message.TYPE} dropped: slow down")
             await self._switchboard.send(self._handle, error_for(error, message))
         else:

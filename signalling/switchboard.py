@@ -37,6 +37,7 @@ from signalling.messages import (
     Chat,
     DeviceSummary,
     End,
+    Error,
     Hello,
     IceServer,
     Leave,
@@ -92,6 +93,10 @@ UNAVAILABLE_VALUE = (
     "the other person could not be reached just now (the servers lost touch with each "
     "other); it will work again in a moment"
 )
+
+
+_WORKSHEET_TYPES = frozenset({WorksheetOpen, WorksheetClose, Yjs, Editing})
+_RELAYED_TYPES = frozenset({Candidate, Offer, Answer, MediaState})
 
 
 def _new_token() -> str:
@@ -230,8 +235,8 @@ class Switchboard:
             return
         try:
             check_direction(message, role)
-            if isinstance(message, WorksheetOpen | WorksheetClose | Yjs | Editing):
-                await self._worksheet(handle, message)
+            if type(message) in _WORKSHEET_TYPES:
+                await self._worksheet(handle, message)  # type: ignore[arg-type]
                 return
             effects = self._command(handle, message)
         except ProtocolError as exc:
@@ -288,6 +293,8 @@ class Switchboard:
 
     def _command(self, handle: Handle, message: Message) -> list[Effect]:
         registry = self.registry
+        if type(message) in _RELAYED_TYPES:  # the commonest by far: candidates, mostly
+            return registry.relay(handle, message)  # type: ignore[arg-type]
         match message:
             case Admit():
                 return registry.admit(handle, message.participant)
@@ -369,9 +376,16 @@ class Switchboard:
         if isinstance(effect, Close):
             await self._detach(effect.to)
             await connection.close(int(effect.code), effect.reason)
-        else:
-            await connection.send(effect.message)
+            return True
+        message = effect.message
+        if type(message) is Error:
+            self.delivering_error(message)
+        await connection.send(message)
         return True
+
+    def delivering_error(self, error: Error) -> None:
+        """Called for each ``error`` about to be sent to a connection of this instance (for
+        the server's metrics)."""
 
     async def _attach(self, handle: Handle, connection: Connection) -> None:
         """Attach ``connection`` and subscribe to its channel.  While the fan-out is down,

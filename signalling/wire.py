@@ -109,7 +109,7 @@ def text(max_chars: int, *, min_chars: int = 1, prefixes: Sequence[str] = ()) ->
             raise bad(path, f"longer than {max_chars} characters")
         if len(value) < min_chars:
             raise bad(path, "must not be empty" if min_chars == 1 else "too short")
-        if _has_surrogates(value):
+        if not value.isascii() and _has_surrogates(value):
             raise bad(path, "contains an unpaired surrogate")
         if prefixes and not value.startswith(tuple(prefixes)):
             raise bad(path, f"must begin with one of {', '.join(prefixes)}")

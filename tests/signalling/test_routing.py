@@ -205,7 +205,7 @@ async def test_while_the_owner_cannot_be_found_messages_are_refused_as_unavailab
     assert (error.error, error.id) == (ErrorCode.UNAVAILABLE, "m1")
     assert client.connection.close_code is None
     assert refused.value.code is ErrorCode.UNAVAILABLE
-    assert not west.switchboard.is_local(dataclasses.replace(client.handle, participant="c-2"))
+    assert not west.switchboard.is_local(client.handle._replace(participant="c-2"))
 
 
 def test_commands_survive_the_trip_between_instances() -> None:
