@@ -155,6 +155,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _load(frame: str | bytes) -> object:
+    return _read_json(frame)[0]
+
+
+def _read_json(frame: str | bytes) -> tuple[object, bool]:
+    """What ``frame`` holds, and whether it is written as orjson writes that back."""
     if isinstance(frame, str):
         # Most frames are ASCII: their size in bytes is their length, and they cannot hold
         # a lone surrogate, so they need no round trip through UTF-8.
@@ -174,9 +179,9 @@ def _load(frame: str | bytes) -> object:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid JSON: it starts with a BOM")
     canonical = _canonical(decoded)
     if canonical is not _NOT_CANONICAL:
-        return canonical
+        return canonical, True
     try:
-        return _DECODER.decode(decoded)
+        return _DECODER.decode(decoded), False
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is nested too deeply") from None
     except ValueError as exc:
@@ -184,6 +189,9 @@ def _load(frame: str | bytes) -> object:
 
 
 _NOT_CANONICAL = object()
+#: Set on a message parsed from a canonical frame that begins with its type: that frame.
+_FRAME = "_wire_frame"
+_TYPE_FIRST = '{"type":'
 
 
 def _canonical(text: str) -> object:
@@ -233,7 +241,7 @@ def _parse(frame: str | bytes) -> Message:
         if match is not None:
             fields = {"worksheet": match[1], "data": match[2]}
             return decode_struct(Yjs, fields, Yjs.TYPE)
-    value = _load(frame)
+    value, canonical = _read_json(frame)
     if not isinstance(value, dict):
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE, f"a message is a JSON object, not {describe(value)}"
@@ -247,7 +255,11 @@ def _parse(frame: str | bytes) -> Message:
     if cls is None:
         shown = kind if len(kind) <= MAX_ID_CHARS else kind[:MAX_ID_CHARS] + "..."
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}")
-    return decode_struct(cls, value, kind, ignore="type")
+    message = decode_struct(cls, value, kind, ignore="type")
+    if canonical and type(frame) is str and frame.startswith(_TYPE_FIRST):
+        # Exactly what ``encode`` would write for it: a relayed message is sent as it came.
+        message.__dict__[_FRAME] = frame
+    return message
 
 
 def encode(message: Message) -> str:
@@ -258,6 +270,9 @@ def encode(message: Message) -> str:
     """
     if type(message) is Yjs and message.id is None:
         return _encode_yjs(message)
+    frame: str | None = message.__dict__.get(_FRAME)
+    if frame is not None:
+        return frame
     parsed = checked_json(message)
     if parsed is not None:
         # Parsed from a frame and unchanged since (messages are immutable), as a relayed

@@ -1,17 +1,22 @@
 """A frame written as browsers write JSON is read by orjson instead of the strict decoder:
-for every frame, both must read the same value, or refuse it with the same error."""
+for every frame, both must read the same value, or refuse it with the same error.  A
+message parsed from such a frame is sent on as that very frame."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from signalling.errors import ProtocolError
-from signalling.protocol import _DECODER, _NOT_CANONICAL, _canonical, _load
+from signalling.messages import Message
+from signalling.protocol import _DECODER, _NOT_CANONICAL, _canonical, _load, encode, parse_message
+from signalling.wire import checked_json
 
 scalars = st.one_of(
     st.none(),
@@ -106,3 +111,71 @@ def test_a_canonical_frame_is_read_by_orjson_with_its_numbers_exact() -> None:
 def test_what_orjson_does_not_read_is_refused_as_before(frame: str, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):
         _load(frame)
+
+
+# --- a relayed message goes out as it came ---------------------------------------------
+
+candidates = st.fixed_dictionaries(
+    {
+        "candidate": st.text(max_size=60),
+        "sdpMid": st.one_of(st.none(), st.text(max_size=8)),
+        "sdpMLineIndex": st.one_of(st.none(), st.integers(0, 65535)),
+    },
+    optional={"usernameFragment": st.one_of(st.none(), st.text(max_size=8))},
+)
+
+
+def encoded_afresh(message: Message) -> str:
+    """What ``encode`` wrote for a parsed message before it kept the frame."""
+    parsed = checked_json(message)
+    assert parsed is not None
+    return orjson.dumps({"type": message.TYPE, **parsed}).decode()
+
+
+@given(candidate=candidates, ascii_only=st.booleans())
+def test_a_candidate_is_encoded_as_the_frame_it_came_in_and_as_it_was_encoded_before(
+    candidate: dict[str, object], ascii_only: bool
+) -> None:
+    frame = json.dumps(
+        {"type": "candidate", "candidate": candidate},
+        separators=(",", ":"),
+        ensure_ascii=ascii_only,
+    )
+    try:
+        message = parse_message(frame)
+    except ProtocolError:
+        return  # refused (a lone surrogate, say): nothing to encode
+    assert encode(message) == encoded_afresh(message)
+    if _canonical(frame) is not _NOT_CANONICAL:
+        assert encode(message) == frame
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"chat","text":"Can you hear me?"}',
+        '{"type":"offer","sdp":"v=0\\r\\n"}',
+        '{"type":"candidate","candidate":null}',
+        '{"type":"chat","text":"ça va ? 🙂"}',
+    ],
+)
+def test_a_canonical_frame_is_sent_on_exactly_as_it_came(frame: str) -> None:
+    assert encode(parse_message(frame)) == frame
+
+
+@pytest.mark.parametrize(
+    ("frame", "sent"),
+    [
+        ('{"text":"hi","type":"chat"}', '{"type":"chat","text":"hi"}'),  # type first
+        ('{"type": "chat", "text": "hi"}', '{"type":"chat","text":"hi"}'),  # compact
+        ('{"type":"chat","text":"\\u00e9"}', '{"type":"chat","text":"é"}'),
+    ],
+)
+def test_any_other_frame_is_sent_written_afresh(frame: str, sent: str) -> None:
+    assert encode(parse_message(frame)) == sent
+
+
+def test_a_message_changed_after_parsing_is_written_afresh() -> None:
+    message = parse_message('{"type":"chat","text":"hi","id":"m-1"}')
+    changed = dataclasses.replace(message, id=None)
+    assert encode(changed) == '{"type":"chat","text":"hi"}'
