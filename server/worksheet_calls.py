@@ -52,6 +52,11 @@ LIVE_WORKSHEETS = web.AppKey("live_worksheets", LiveWorksheets)
 _NOT_FOUND = "no such worksheet in this call"
 
 
+def _named(message: Message) -> int | None:
+    """The worksheet ``message`` names, if it names one."""
+    return parse_worksheet_ref(getattr(message, "worksheet", "") or "")
+
+
 def _may_see(participant: Participant | None) -> bool:
     return participant is not None and participant.state in (ADMITTED, IN_CALL)
 
@@ -116,11 +121,12 @@ class CallWorksheets:
             case WorksheetClose():
                 await self._close(appointment_id, await self._current(appointment_id, message))
             case Yjs():
-                # A keystroke: what it needs is known once the call has seen one.
-                worksheet_id = self._open_ids.get(appointment_id)
-                if worksheet_id is None or parse_worksheet_ref(message.worksheet) != worksheet_id:
+                # A keystroke: what it needs is known here once the call has seen one, and
+                # is then found without awaiting a coroutine.
+                worksheet_id = self._known_current(appointment_id, message)
+                if worksheet_id is None:
                     worksheet_id = await self._current(appointment_id, message)
-                subscriber = self._subscribers.get(appointment_id, {}).get(sender.id)
+                subscriber = self._known_subscriber(appointment_id, sender.id)
                 if subscriber is None:
                     subscriber = await self._subscriber(appointment_id, sender)
                 if not self._live.is_subscribed(worksheet_id, sender.id):
@@ -205,11 +211,15 @@ class CallWorksheets:
 
     async def _current(self, appointment_id: int, message: Message) -> int:
         """The id of the worksheet open in the call, which ``message`` must name."""
-        named = parse_worksheet_ref(getattr(message, "worksheet", "") or "")
         open_id = await self._open_worksheet(appointment_id)
-        if named is None or named != open_id:
+        if open_id is None or _named(message) != open_id:
             raise ProtocolError(ErrorCode.NOT_FOUND, _NOT_FOUND)
         return open_id
+
+    def _known_current(self, appointment_id: int, message: Message) -> int | None:
+        """``_current``, if the open worksheet is known here and ``message`` names it."""
+        open_id = self._open_ids.get(appointment_id)
+        return open_id if open_id is not None and _named(message) == open_id else None
 
     async def _open_worksheet(self, appointment_id: int) -> int | None:
         """The worksheet open in the call: remembered once read, since every keystroke asks."""
@@ -241,9 +251,11 @@ class CallWorksheets:
             self._people[appointment_id] = people
         return people
 
+    def _known_subscriber(self, appointment_id: int, participant_id: str) -> CallSubscriber | None:
+        return self._subscribers.get(appointment_id, {}).get(participant_id)
+
     async def _subscriber(self, appointment_id: int, participant: Participant) -> CallSubscriber:
-        known = self._subscribers.setdefault(appointment_id, {})
-        subscriber = known.get(participant.id)
+        subscriber = self._known_subscriber(appointment_id, participant.id)
         if subscriber is None:
             people = await self._people_of(appointment_id)
             actor = (
@@ -252,7 +264,7 @@ class CallWorksheets:
                 else (Actor.CLIENT, people.client_id)
             )
             subscriber = CallSubscriber(self._switchboard, participant.id, actor)
-            known[participant.id] = subscriber
+            self._subscribers.setdefault(appointment_id, {})[participant.id] = subscriber
         return subscriber
 
     async def _attach(

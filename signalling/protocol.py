@@ -154,10 +154,6 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _load(frame: str | bytes) -> object:
-    return _read_json(frame)[0]
-
-
 def _read_json(frame: str | bytes) -> tuple[object, bool]:
     """What ``frame`` holds, and whether it is written as orjson writes that back."""
     if isinstance(frame, str):
@@ -209,7 +205,7 @@ def _canonical(text: str) -> object:
         written = orjson.dumps(value)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return _NOT_CANONICAL
-    if written == text.encode("utf-8", "surrogatepass"):
+    if written == text.encode():
         return value
     return _NOT_CANONICAL
 

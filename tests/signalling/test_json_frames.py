@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from signalling.errors import ProtocolError
 from signalling.messages import Message
-from signalling.protocol import _DECODER, _NOT_CANONICAL, _canonical, _load, encode, parse_message
+from signalling.protocol import (
+    _DECODER,
+    _NOT_CANONICAL,
+    _canonical,
+    _read_json,
+    encode,
+    parse_message,
+)
 from signalling.wire import checked_json
 
 scalars = st.one_of(
@@ -45,7 +52,7 @@ def strict(frame: str) -> tuple[object, ...]:
 
 def read(frame: str) -> tuple[object, ...]:
     try:
-        return ("value", _load(frame))
+        return ("value", _read_json(frame)[0])
     except ProtocolError as error:
         return ("error", error.code, error.value)
 
@@ -110,7 +117,7 @@ def test_a_canonical_frame_is_read_by_orjson_with_its_numbers_exact() -> None:
 )
 def test_what_orjson_does_not_read_is_refused_as_before(frame: str, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):
-        _load(frame)
+        _read_json(frame)
 
 
 # --- a relayed message goes out as it came ---------------------------------------------

@@ -4,8 +4,10 @@ each with its revision, audit event and ``worksheet-saved``, on the real databas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import delete, event, select, text
@@ -202,6 +204,25 @@ async def rename(db: async_sessionmaker[AsyncSession], old: str, new: str) -> No
         await session.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
 
 
+@contextlib.asynccontextmanager
+async def worksheets_away(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
+    """The database cannot store worksheets (their table is renamed) until the block ends."""
+    await rename(db, "worksheets", "worksheets_away")
+    try:
+        yield
+    finally:
+        await rename(db, "worksheets_away", "worksheets")
+
+
+async def one_check_in(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> tuple[int, Recorder, LiveWorksheets, Peer]:
+    """A weekly check-in open for its client on live worksheets saving after 0.05 s."""
+    [worksheet_id], [person] = await check_ins_of_one_client(db, clock, 1)
+    live = LiveWorksheets(db, clock, save_delay=0.05)
+    return worksheet_id, person, live, await synced_peer(live, worksheet_id, person)
+
+
 async def until_logged(caplog: pytest.LogCaptureFixture, needle: str, times: int = 1) -> None:
     async def logged() -> bool | None:
         count = sum(needle in record.getMessage() for record in caplog.records)
@@ -213,17 +234,12 @@ async def until_logged(caplog: pytest.LogCaptureFixture, needle: str, times: int
 async def test_a_save_that_failed_is_tried_again_until_it_is_stored_without_more_typing(
     db: async_sessionmaker[AsyncSession], clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    [worksheet_id], [person] = await check_ins_of_one_client(db, clock, 1)
-    live = LiveWorksheets(db, clock, save_delay=0.05)
-    peer = await synced_peer(live, worksheet_id, person)
-    await rename(db, "worksheets", "worksheets_away")  # the database cannot store worksheets
-    try:
+    worksheet_id, person, live, peer = await one_check_in(db, clock)
+    async with worksheets_away(db):
         peer.text("went_well").insert(0, "the last words before the outage")
         await live.receive(worksheet_id, person, peer.take_outbox()[0])
         await until_logged(caplog, "could not save 1 worksheets")
         await until_logged(caplog, "still cannot save 1 worksheets", times=2)  # backing off
-    finally:
-        await rename(db, "worksheets_away", "worksheets")
 
     await until_saved(person)  # nobody typed again
     await live.close()
@@ -244,18 +260,13 @@ async def test_a_save_that_failed_is_tried_again_until_it_is_stored_without_more
 async def test_a_worksheet_left_unsaved_stays_loaded_until_a_retry_stores_it(
     db: async_sessionmaker[AsyncSession], clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    [worksheet_id], [person] = await check_ins_of_one_client(db, clock, 1)
-    live = LiveWorksheets(db, clock, save_delay=0.05)
-    peer = await synced_peer(live, worksheet_id, person)
-    await rename(db, "worksheets", "worksheets_away")
-    try:
+    worksheet_id, person, live, peer = await one_check_in(db, clock)
+    async with worksheets_away(db):
         peer.text("was_hard").insert(0, "closed the tab at once")
         await live.receive(worksheet_id, person, peer.take_outbox()[0])
         await live.detach(worksheet_id, person.key)  # the last one leaves: the flush fails
         await until_logged(caplog, "could not save 1 worksheets")
         assert live.is_live(worksheet_id)  # its edits are still only here
-    finally:
-        await rename(db, "worksheets_away", "worksheets")
 
     async def unloaded() -> bool | None:
         return None if live.is_live(worksheet_id) else True
