@@ -60,19 +60,22 @@ class SocketConnection:
         self._closing = False
 
     async def send(self, message: Message) -> None:
+        if not self._closing:
+            await self.send_frame(encode(message))
+
+    async def send_frame(self, frame: str) -> None:
         if self._closing:
             return
-        text = encode(message)
-        if self._queue.empty() and self._room_for(text):
+        if self._queue.empty() and self._room_for(frame):
             # Not ``contextlib.suppress``: building one for every frame is a measurable part
             # of relaying a message.
             try:  # noqa: SIM105
-                await self._ws.send_str(text)
+                await self._ws.send_str(frame)
             except (ConnectionResetError, RuntimeError):
                 pass  # the socket is going away: its reader ends the session
             return
         try:
-            self._queue.put_nowait(text)
+            self._queue.put_nowait(frame)
         except asyncio.QueueFull:
             log.warning("send queue full; closing a slow socket")
             await self.close(int(WSCloseCode.TRY_AGAIN_LATER), "too slow")

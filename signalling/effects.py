@@ -5,7 +5,8 @@ The room logic never holds a connection object.  It addresses a connection by it
 ``Deliver`` and ``Close`` effects.  Effects travel as JSON text on the connection's fan-out
 channel (``channel_of``: the participant's, or for a therapist's lobby socket the
 therapist's lobby channel), and whichever instance holds the connection with that token
-carries them out.
+carries them out.  A ``Deliver`` arrives there as a ``Forwarded``: the frame the
+producing instance encoded, sent on as it came.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import NamedTuple
 import orjson
 
 from signalling.errors import CloseCode, ProtocolError
-from signalling.messages import Message
+from signalling.messages import Error, Message
 from signalling.protocol import encode, parse_message
 
 #: A websocket close reason may hold at most 123 bytes.
@@ -62,6 +63,16 @@ class Close:
 Effect = Deliver | Close
 
 
+class Forwarded(NamedTuple):
+    """A ``Deliver`` as it arrives from the instance that produced it: ``frame`` is its
+    message as that instance's ``encode`` wrote it (and so checked it), for the connection
+    ``to``.  It is sent on as it came: parsing it again would check nothing new, and would
+    cost more than the rest of its way through this instance."""
+
+    to: Handle
+    frame: str
+
+
 def channel_for(participant: str) -> str:
     """The fan-out channel on which a participant's connections receive their effects."""
     return f"alcove:participant:{participant}"
@@ -86,19 +97,30 @@ def dump_effect(effect: Effect) -> str:
     if effect.to.watcher:
         address["watcher"] = True
     if isinstance(effect, Deliver):
-        data = {"kind": "deliver", **address, "message": encode(effect.message)}
+        message = effect.message
+        data = {"kind": "deliver", **address, "type": message.TYPE, "message": encode(message)}
     else:
         data = {"kind": "close", **address, "code": int(effect.code), "reason": effect.reason}
     return orjson.dumps(data).decode()
 
 
-def load_effect(payload: str) -> Effect:
-    """The effect ``dump_effect`` wrote; ``ValueError`` for anything else."""
+def load_effect(payload: str) -> Effect | Forwarded:
+    """The effect ``dump_effect`` wrote; ``ValueError`` for anything else.
+
+    A ``Deliver`` comes back as a ``Forwarded`` frame, except an ``error`` (this instance
+    counts the errors it delivers, by code) and one written without its ``type`` (by an
+    older instance, during a rolling upgrade): those are parsed again."""
     try:
         data = orjson.loads(payload)
         to = Handle(str(data["participant"]), str(data["token"]), data.get("watcher") is True)
         if data["kind"] == "deliver":
-            return Deliver(to, parse_message(str(data["message"])))
+            frame = data["message"]
+            if not isinstance(frame, str):
+                raise TypeError(f"message: expected a string, got {type(frame).__name__}")
+            kind = data.get("type")
+            if isinstance(kind, str) and kind != Error.TYPE:
+                return Forwarded(to, frame)
+            return Deliver(to, parse_message(frame))
         if data["kind"] == "close":
             return Close(to, CloseCode(int(data["code"])), str(data["reason"]))
     except (KeyError, TypeError, ValueError, ProtocolError) as exc:

@@ -25,7 +25,16 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol
 
-from signalling.effects import Close, Deliver, Effect, Handle, channel_of, dump_effect, load_effect
+from signalling.effects import (
+    Close,
+    Deliver,
+    Effect,
+    Forwarded,
+    Handle,
+    channel_of,
+    dump_effect,
+    load_effect,
+)
 from signalling.errors import ErrorCode, ProtocolError
 from signalling.fanout import Fanout, FanoutUnavailable, Subscription
 from signalling.lobby import Watcher
@@ -70,11 +79,15 @@ log = logging.getLogger(__name__)
 class Connection(Protocol):
     """One participant's socket, as the room logic sees it.
 
-    ``send`` must not wait on a slow peer: queue the frame and return.  Both methods may be
+    ``send`` must not wait on a slow peer: queue the frame and return.  Every method may be
     called after the socket has gone away, and must then do nothing.
     """
 
     async def send(self, message: Message) -> None: ...
+
+    async def send_frame(self, frame: str) -> None:
+        """Send a message already encoded (by ``signalling.protocol.encode``, on another
+        instance), as ``send`` does."""
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -364,7 +377,19 @@ class Switchboard:
         except ValueError:
             log.exception("dropping an unreadable effect on %s", channel)
             return
-        await self._perform_locally(effect)
+        if isinstance(effect, Forwarded):
+            await self._forward_locally(effect)
+        else:
+            await self._perform_locally(effect)
+
+    async def _forward_locally(self, forwarded: Forwarded) -> None:
+        """Send a frame another instance encoded, if its connection is attached here."""
+        connection = self._local.get(channel_of(forwarded.to), {}).get(forwarded.to.token)
+        if connection is None:
+            return  # closed meanwhile
+        if self._router is not None:
+            self._router.heard(forwarded.to)
+        await connection.send_frame(forwarded.frame)
 
     async def _perform_locally(self, effect: Effect) -> bool:
         """Carry out ``effect`` if its connection is attached here; whether it was."""

@@ -4,6 +4,7 @@ real booking leave in it — without a name, e-mail address or token in any labe
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import outbox
 from server.app import create_app
-from server.metrics import Metrics
+from server.metrics import Metrics, TimedFanout
 from server.settings import SettingsError
+from signalling.fanout import LocalFanout
 from tests.conftest import AiohttpClient, FakeClock, LiveServer, free_port, make_settings
 from tests.server.test_api import BOOKINGS, booking_body
 from tests.server.test_calls import latest_lobby
@@ -193,3 +195,36 @@ async def test_a_session_and_a_booking_show_in_the_scrape(
         assert secret not in text
         assert not any(secret in label for label in labels)
     assert not any(label.startswith(("a-", "c-", "t-")) for label in labels)
+
+
+async def test_the_lag_of_one_payload_in_sixteen_is_observed_and_every_payload_arrives() -> None:
+    metrics = Metrics(FakeClock())
+    fanout = TimedFanout(LocalFanout(), metrics)
+    received: list[str] = []
+
+    async def receive(payload: str) -> None:
+        received.append(payload)
+
+    await fanout.subscribe("channel", receive)
+    sent = [f'{{"n":{n},"text":"with spaces, and 0 1.5 digits"}}' for n in range(33)]
+    for payload in sent:
+        await fanout.publish("channel", payload)
+
+    assert received == sent
+    assert metrics.registry.get_sample_value("alcove_fanout_lag_seconds_count") == 3  # 0, 16, 32
+
+
+async def test_a_payload_stamped_by_an_instance_that_timed_every_one_is_observed() -> None:
+    metrics = Metrics(FakeClock())
+    inner = LocalFanout()
+    fanout = TimedFanout(inner, metrics)
+    received: list[str] = []
+
+    async def receive(payload: str) -> None:
+        received.append(payload)
+
+    await fanout.subscribe("channel", receive)
+    await inner.publish("channel", f"{time.time() - 0.002!r} {{}}")
+
+    assert received == ["{}"]
+    assert (metrics.registry.get_sample_value("alcove_fanout_lag_seconds_sum") or 0) >= 0.002

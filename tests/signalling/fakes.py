@@ -21,6 +21,7 @@ from signalling.messages import (
     Role,
 )
 from signalling.participants import Seat, StateChange
+from signalling.protocol import parse_message
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
 
@@ -71,6 +72,9 @@ class RecordingConnection:
         self.sent.append(message)
         if self._on_send is not None:
             self._on_send(message)
+
+    async def send_frame(self, frame: str) -> None:
+        await self.send(parse_message(frame))
 
     async def close(self, code: int, reason: str) -> None:
         if not self.closed:

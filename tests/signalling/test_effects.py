@@ -9,6 +9,7 @@ import pytest
 from signalling.effects import (
     Close,
     Deliver,
+    Forwarded,
     Handle,
     channel_for,
     channel_of,
@@ -16,8 +17,9 @@ from signalling.effects import (
     load_effect,
     lobby_channel_for,
 )
-from signalling.errors import CloseCode
-from signalling.messages import Candidate, IceCandidate, Lobby, Offer, Waiting
+from signalling.errors import CloseCode, ErrorCode
+from signalling.messages import Candidate, Error, IceCandidate, Lobby, Offer, Waiting
+from signalling.protocol import encode, parse_message
 
 TO = Handle("c-1", "tok-1")
 LOBBY_SOCKET = Handle("t-1", "tok-2", watcher=True)
@@ -34,7 +36,28 @@ EFFECTS = [
 
 @pytest.mark.parametrize("effect", EFFECTS, ids=lambda e: type(e).__name__)
 def test_an_effect_survives_the_trip(effect: Deliver | Close) -> None:
+    loaded = load_effect(dump_effect(effect))
+
+    if isinstance(effect, Deliver):
+        # Sent on as the frame the producing instance encoded, which reads as the message.
+        assert loaded == Forwarded(effect.to, encode(effect.message))
+        assert isinstance(loaded, Forwarded)
+        assert parse_message(loaded.frame) == effect.message
+    else:
+        assert loaded == effect
+
+
+def test_an_error_is_parsed_again_so_that_the_receiving_instance_can_count_it() -> None:
+    effect = Deliver(TO, Error(error=ErrorCode.NOT_ADMITTED, value="not yet"))
+
     assert load_effect(dump_effect(effect)) == effect
+
+
+def test_a_deliver_from_an_older_instance_without_its_type_is_parsed() -> None:
+    payload = json.loads(dump_effect(Deliver(TO, Offer(sdp="v=0"))))
+    del payload["type"]
+
+    assert load_effect(json.dumps(payload)) == Deliver(TO, Offer(sdp="v=0"))
 
 
 @pytest.mark.parametrize(
@@ -44,6 +67,10 @@ def test_an_effect_survives_the_trip(effect: Deliver | Close) -> None:
         "[]",
         json.dumps({"kind": "deliver", "participant": "c-1", "token": "t"}),
         json.dumps({"kind": "deliver", "participant": "c", "token": "t", "message": "{}"}),
+        json.dumps({"kind": "deliver", "participant": "c", "token": "t", "type": "offer"}),
+        json.dumps(
+            {"kind": "deliver", "participant": "c", "token": "t", "type": "offer", "message": {}}
+        ),
         json.dumps({"kind": "close", "participant": "c", "token": "t", "code": 1234, "reason": ""}),
         json.dumps({"kind": "explode", "participant": "c", "token": "t"}),
     ],

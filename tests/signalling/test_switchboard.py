@@ -24,6 +24,7 @@ from signalling.messages import (
     Pong,
     Waiting,
 )
+from signalling.protocol import encode, parse_message
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
 from tests.signalling.fakes import (
@@ -65,6 +66,36 @@ async def test_participants_on_two_instances_reach_each_other_through_the_fanout
     assert client.types() == ["welcome", "waiting", "admitted", "peer-joined", "offer"]
     assert therapist.types()[-3:] == ["peer-joined", "lobby", "answer"]
     assert east.is_local(h) and not west.is_local(h)
+
+
+async def test_a_message_from_another_instance_is_sent_as_the_frame_that_instance_wrote() -> None:
+    class Frames(RecordingConnection):
+        """Records the frames it is handed whole (``send_frame``) apart from the messages."""
+
+        def __init__(self, label: str) -> None:
+            super().__init__(label)
+            self.frames: list[str] = []
+
+        async def send_frame(self, frame: str) -> None:
+            self.frames.append(frame)
+            await super().send_frame(frame)
+
+    fanout, registry = LocalFanout(), Registry()
+    east, west = Switchboard(fanout, registry), Switchboard(fanout, registry)
+    therapist, client = Frames("h"), Frames("c")
+    h = await east.join(therapist_seat(), therapist)
+    c = await west.join(client_seat(), client)
+    await east.admit(h, "c-1")
+    offer = parse_message('{"type":"offer","sdp":"v=0 o"}')
+    assert isinstance(offer, Offer)
+
+    await east.relay(h, offer)
+    await west.relay(c, Answer(sdp="v=0 a"))
+
+    assert client.frames[-1] == '{"type":"offer","sdp":"v=0 o"}'
+    assert client.last(Offer) == offer
+    assert therapist.frames[-1] == encode(Answer(sdp="v=0 a"))
+    assert therapist.last(Answer) == Answer(sdp="v=0 a")
 
 
 async def test_a_dashboard_on_another_instance_sees_the_lobby_and_admits() -> None:
