@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -76,9 +76,9 @@ class Leases(Protocol):
 Op = Literal["join", "watch", "receive", "disconnect"]
 
 
-@dataclass(frozen=True)
-class Command:
-    """What a socket attached to one instance asks of the owner of its therapist's rooms."""
+class Command(NamedTuple):
+    """What a socket attached to one instance asks of the owner of its therapist's rooms (a
+    named tuple: one is made on each side for every message forwarded)."""
 
     op: Op
     therapist: str
@@ -149,6 +149,10 @@ def load_command(payload: str) -> Command:
         if op not in ("join", "watch", "receive", "disconnect"):
             raise ValueError(f"unknown op {op!r}")
         handle = Handle(str(data["participant"]), str(data["token"]), data["watcher"] is True)
+        if op == "receive":  # by far the commonest: a message, and nothing else
+            return Command(
+                op, str(data["therapist"]), handle, message=parse_message(str(data["message"]))
+            )
         lobby = data.get("lobby")
         devices = data.get("devices")
         message = data.get("message")

@@ -229,7 +229,18 @@ def test_commands_survive_the_trip_between_instances() -> None:
     assert load_command(dump_command(join)) == join
     assert load_command(dump_command(receive)) == receive
     assert load_moved(dump_moved(Moved("t-1", None))) == Moved("t-1", None)
-    for garbage in ("", "{}", '{"op": "explode"}', '{"op": "join", "therapist": 1}', "[1]"):
+    without_message = '{"op": "receive", "therapist": "t-1", "participant": "c-1", "token": "t", '
+    without_message += '"watcher": false}'
+    not_a_message = without_message[:-1] + ', "message": "{}"}'
+    for garbage in (
+        "",
+        "{}",
+        '{"op": "explode"}',
+        '{"op": "join", "therapist": 1}',
+        "[1]",
+        without_message,
+        not_a_message,
+    ):
         with pytest.raises(ValueError):
             load_command(garbage)
     with pytest.raises(ValueError):
