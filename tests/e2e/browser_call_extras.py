@@ -293,6 +293,9 @@ async def test_either_side_turns_its_video_off_and_on_and_the_other_side_sees_wh
         await expect(button).to_have_attribute("aria-pressed", "false")
         await expect(note).to_be_hidden()
         await expect(viewer.locator("#remote-video")).to_be_visible()
+        # ``replaceTrack`` settles a moment after the page has said so.
+        labels = [s["label"] for s in camera if s]
+        await wait_for_senders(sender, "video", "label", label=str(labels[0]))
         assert await senders(sender, "video") == camera, "the camera did not come back"
         await wait_for_media(viewer, "video", f"__framesAgain{n}")
 
