@@ -384,20 +384,15 @@ class Switchboard:
 
     async def _forward_locally(self, forwarded: Forwarded) -> None:
         """Send a frame another instance encoded, if its connection is attached here."""
-        connection = self._local.get(channel_of(forwarded.to), {}).get(forwarded.to.token)
-        if connection is None:
-            return  # closed meanwhile
-        if self._router is not None:
-            self._router.heard(forwarded.to)
-        await connection.send_frame(forwarded.frame)
+        connection = self._reached(forwarded.to)
+        if connection is not None:
+            await connection.send_frame(forwarded.frame)
 
     async def _perform_locally(self, effect: Effect) -> bool:
         """Carry out ``effect`` if its connection is attached here; whether it was."""
-        connection = self._local.get(channel_of(effect.to), {}).get(effect.to.token)
+        connection = self._reached(effect.to)
         if connection is None:
             return False  # another instance's connection, or one already closed
-        if self._router is not None:
-            self._router.heard(effect.to)
         if isinstance(effect, Close):
             await self._detach(effect.to)
             await connection.close(int(effect.code), effect.reason)
@@ -407,6 +402,14 @@ class Switchboard:
             self.delivering_error(message)
         await connection.send(message)
         return True
+
+    def _reached(self, handle: Handle) -> Connection | None:
+        """The connection ``handle`` names, if it is attached here (the router is told that
+        something arrived for it); ``None`` if not."""
+        connection = self._local.get(channel_of(handle), {}).get(handle.token)
+        if connection is not None and self._router is not None:
+            self._router.heard(handle)
+        return connection
 
     def delivering_error(self, error: Error) -> None:
         """Called for each ``error`` about to be sent to a connection of this instance (for
