@@ -1,0 +1,63 @@
+"""server.ws: the text frames written straight to the transport are what a websocket client
+reads, whatever their length."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient
+
+from server.ws import text_frame
+
+Client = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+TEXTS = web.AppKey("texts", list[str])
+
+
+async def write_frames(request: web.Request) -> web.StreamResponse:
+    """Send each of the app's texts as a frame from ``text_frame``, then close."""
+    ws = web.WebSocketResponse(compress=False)
+    await ws.prepare(request)
+    assert request.transport is not None
+    for text in request.app[TEXTS]:
+        request.transport.write(text_frame(text))
+    await ws.close()
+    return ws
+
+
+async def received(aiohttp_client: Client, texts: list[str]) -> list[tuple[WSMsgType, object]]:
+    """What a websocket client reads from ``write_frames``, up to the close."""
+    app = web.Application()
+    app[TEXTS] = texts
+    app.router.add_get("/", write_frames)
+    client = await aiohttp_client(app)
+    messages = []
+    async with client.ws_connect("/", max_msg_size=2**20) as ws:
+        async for message in ws:
+            messages.append((message.type, message.data))
+    return messages
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+async def test_a_text_frame_of_any_length_reads_back_as_the_text(
+    aiohttp_client: Client, length: int
+) -> None:
+    text = "x" * length
+    assert await received(aiohttp_client, [text]) == [(WSMsgType.TEXT, text)]
+
+
+async def test_the_length_counts_bytes_not_characters(aiohttp_client: Client) -> None:
+    text = "Łódź, café, 日本 " * 10  # 160 characters, and more bytes
+    frame = text_frame(text)
+    assert frame[1] == 126  # a 16-bit length follows
+    assert int.from_bytes(frame[2:4], "big") == len(text.encode()) > len(text)
+    assert await received(aiohttp_client, [text]) == [(WSMsgType.TEXT, text)]
+
+
+async def test_frames_written_one_after_another_read_back_in_order(
+    aiohttp_client: Client,
+) -> None:
+    texts = ["a", "b" * 200, "c" * 70000, "d"]
+    assert await received(aiohttp_client, texts) == [(WSMsgType.TEXT, t) for t in texts]
