@@ -109,7 +109,8 @@ UNAVAILABLE_VALUE = (
 
 
 _WORKSHEET_TYPES = frozenset({WorksheetOpen, WorksheetClose, Yjs, Editing})
-_RELAYED_TYPES = frozenset({Candidate, Offer, Answer, MediaState})
+#: Relayed to the other participant in the call; each is sent by both roles.
+_RELAYED_TYPES: frozenset[type[Message]] = frozenset({Candidate, Offer, Answer, MediaState})
 
 
 def _new_token() -> str:
@@ -243,15 +244,20 @@ class Switchboard:
 
     async def receive_here(self, handle: Handle, message: Message) -> None:
         """``receive``, on the registry of this instance."""
-        role = self.registry.role_of(handle)
-        if role is None:
-            return
         try:
-            check_direction(message, role)
-            if type(message) in _WORKSHEET_TYPES:
-                await self._worksheet(handle, message)  # type: ignore[arg-type]
-                return
-            effects = self._command(handle, message)
+            if type(message) in _RELAYED_TYPES:
+                # The commonest by far (candidates, mostly), and sent by either role:
+                # ``relay`` itself refuses a lobby socket, and ignores a stale connection.
+                effects = self.registry.relay(handle, message)  # type: ignore[arg-type]
+            else:
+                role = self.registry.role_of(handle)
+                if role is None:
+                    return  # a stale connection
+                check_direction(message, role)
+                if type(message) in _WORKSHEET_TYPES:
+                    await self._worksheet(handle, message)  # type: ignore[arg-type]
+                    return
+                effects = self._command(handle, message)
         except ProtocolError as exc:
             effects = [Deliver(handle, error_for(exc, message))]
         lost = self.undelivered
@@ -306,8 +312,6 @@ class Switchboard:
 
     def _command(self, handle: Handle, message: Message) -> list[Effect]:
         registry = self.registry
-        if type(message) in _RELAYED_TYPES:  # the commonest by far: candidates, mostly
-            return registry.relay(handle, message)  # type: ignore[arg-type]
         match message:
             case Admit():
                 return registry.admit(handle, message.participant)

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from signalling import switchboard as switchboard_module
 from signalling.effects import channel_for, lobby_channel_for
 from signalling.errors import CloseCode, ErrorCode
 from signalling.fanout import LocalFanout
@@ -13,15 +14,19 @@ from signalling.messages import (
     Admit,
     Admitted,
     Answer,
+    Candidate,
     Error,
     Hello,
     Lobby,
+    MediaState,
     Message,
     Offer,
     ParticipantState,
     PeerJoined,
     Ping,
     Pong,
+    Role,
+    VideoState,
     Waiting,
 )
 from signalling.protocol import encode, parse_message
@@ -31,6 +36,7 @@ from tests.signalling.fakes import (
     Board,
     RecordingConnection,
     client_seat,
+    in_call,
     therapist_seat,
     watcher,
 )
@@ -253,3 +259,23 @@ async def test_delivery_interrupted_by_the_fanout_finishes_in_the_background() -
 
     assert Admitted() not in client.sent  # at most once: the failed publication is lost
     assert client.last(PeerJoined).participant == "h-1"  # the rest still arrives, in order
+
+
+def test_every_relayed_message_may_be_sent_by_either_role() -> None:
+    # The switchboard relays these without asking the sender's role.
+    assert switchboard_module._RELAYED_TYPES
+    assert all(set(kind.SENDERS) == set(Role) for kind in switchboard_module._RELAYED_TYPES)
+
+
+async def test_media_from_a_replaced_connection_is_dropped_without_a_word(board: Board) -> None:
+    therapist, client = await in_call(board)
+    await board.join(therapist_seat())  # the therapist's newer socket replaces the first
+    client.connection.clear()
+
+    await board.switchboard.receive(therapist.handle, Candidate(candidate=None, id="c"))
+    await board.switchboard.receive(
+        therapist.handle, MediaState(video=VideoState.PAUSED, screen=False)
+    )
+
+    assert client.connection.sent == []
+    assert therapist.connection.late == []
