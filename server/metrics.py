@@ -211,11 +211,10 @@ class MeteredSwitchboard(Switchboard):
         self._count("hello")
         return await super().watch(watcher, connection)
 
-    async def receive(self, handle: Handle, message: Message) -> None:
+    def receiving(self, handle: Handle, message: Message) -> None:
         self._metrics.received[message.TYPE] += 1  # ``_count`` in line: every message
         if type(message) is CallConnected and self.role_of(handle) is Role.CLIENT:
             self._metrics.admit_to_connected.observe(message.admit_to_connected_ms / 1000)
-        await super().receive(handle, message)
 
     def delivering_error(self, error: Error) -> None:
         self._metrics.errors.labels(code=error.error.value).inc()

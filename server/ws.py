@@ -81,17 +81,26 @@ class SocketConnection:
 
     async def send(self, message: Message) -> None:
         if not self._closing:
-            await self.send_frame(encode(message))
+            frame = encode(message)
+            if not self._written(frame):
+                await self._enqueue(frame)
 
     async def send_frame(self, frame: str) -> None:
-        if self._closing:
-            return
-        if self._queue.empty() and self._room_for(frame):
-            # ``_room_for`` found the transport open; once aiohttp has begun the closing
-            # handshake (``closed``), nothing may follow its close frame.
-            if not self._ws.closed:
-                cast("asyncio.WriteTransport", self._transport).write(text_frame(frame))
-            return
+        if not self._closing and not self._written(frame):
+            await self._enqueue(frame)
+
+    def _written(self, frame: str) -> bool:
+        """Write ``frame`` now if nothing is queued ahead of it and the transport has room;
+        whether it was (or need not be: the socket is closing)."""
+        if not self._queue.empty() or not self._room_for(frame):
+            return False
+        # ``_room_for`` found the transport open; once aiohttp has begun the closing
+        # handshake (``closed``), nothing may follow its close frame.
+        if not self._ws.closed:
+            cast("asyncio.WriteTransport", self._transport).write(text_frame(frame))
+        return True
+
+    async def _enqueue(self, frame: str) -> None:
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:

@@ -238,6 +238,7 @@ class Switchboard:
 
     async def receive(self, handle: Handle, message: Message) -> None:
         """Act on a parsed message from ``handle``; refusals are answered with ``error``."""
+        self.receiving(handle, message)
         if self._router is not None and await self._router.receive(handle, message):
             return
         await self.receive_here(handle, message)
@@ -414,6 +415,10 @@ class Switchboard:
         if connection is not None and self._router is not None:
             self._router.heard(handle)
         return connection
+
+    def receiving(self, handle: Handle, message: Message) -> None:
+        """Called for each message a connection of this instance sent, before it is acted
+        on (for the server's metrics)."""
 
     def delivering_error(self, error: Error) -> None:
         """Called for each ``error`` about to be sent to a connection of this instance (for
