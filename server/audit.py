@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
+from typing import NamedTuple
 
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.models import AuditEvent
@@ -40,3 +43,37 @@ def record(
     )
     session.add(event)
     return event
+
+
+class Write(NamedTuple):
+    """One person's edits to one record, for ``record_writes``."""
+
+    actor: Actor
+    actor_id: int | str
+    record_type: str
+    record_id: int | str
+
+
+_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
+
+
+async def record_writes(
+    session: AsyncSession, at: dt.datetime, action: str, writes: Sequence[Write]
+) -> None:
+    """Write one ``action`` event per item of ``writes``, in one statement and the caller's
+    transaction (rather than one object each, inserted one by one to learn its id: saving
+    fifty worksheets a second audits a hundred writes)."""
+    if writes:
+        rows = [
+            {
+                "at": at,
+                "actor_type": write.actor.value,
+                "actor_id": str(write.actor_id),
+                "action": action,
+                "record_type": write.record_type,
+                "record_id": str(write.record_id),
+                "source_ip": None,
+            }
+            for write in writes
+        ]
+        await session.execute(insert(_EVENTS), rows)

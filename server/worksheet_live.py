@@ -312,6 +312,7 @@ class LiveWorksheets:
             merged.clear()
             try:
                 async with self._sessionmaker() as db, db.begin():
+                    writes: list[audit.Write] = []
                     for live, editors, state, content in changed:
                         revision = await worksheet_store.save_state(
                             db,
@@ -323,18 +324,13 @@ class LiveWorksheets:
                         )
                         if revision is None:
                             revision = await self._merge_and_save(db, live, now, merged)
-                        for actor, actor_id in sorted(editors):
-                            audit.record(
-                                db,
-                                at=now,
-                                actor=actor,
-                                actor_id=actor_id,
-                                action="worksheet.write",
-                                record_type="worksheet",
-                                record_id=live.worksheet_id,
-                            )
+                        writes += (
+                            audit.Write(actor, actor_id, "worksheet", live.worksheet_id)
+                            for actor, actor_id in sorted(editors)
+                        )
                         if revision is not None:
                             saved.append((live, revision))
+                    await audit.record_writes(db, now, "worksheet.write", writes)
             except Exception as error:
                 # Keep the changes marked unsaved, and try again later.
                 for live, editors, _, _ in changed:

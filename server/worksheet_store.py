@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.models import Client
@@ -159,19 +159,33 @@ async def save_state(
     or its revision is no longer ``expected``: someone else saved it meanwhile).
 
     One statement, without loading the row: a busy instance saves every edited worksheet
-    each second.
+    each second.  On the table rather than the mapped class, so that it skips the ORM's
+    bulk-update machinery, which has no object to keep in step anyway (half the CPU time of
+    a save).
     """
-    statement = update(Worksheet).where(Worksheet.id == worksheet_id)
+    values = {"w_state": state, "w_content": content, "w_now": now, "w_id": worksheet_id}
     if expected is not None:
-        statement = statement.where(Worksheet.revision == expected)
+        values["w_expected"] = expected
     revision: int | None = await session.scalar(
-        statement.values(
-            state=state, content=content, revision=Worksheet.revision + 1, updated_at=now
-        )
-        .returning(Worksheet.revision)
-        .execution_options(synchronize_session=False)
+        _SAVE if expected is None else _SAVE_EXPECTED, values
     )
     return revision
+
+
+_WORKSHEETS: Table = Worksheet.__table__  # type: ignore[assignment]
+#: ``save_state``'s statements, built once: building one is a third of its cost.
+_SAVE = (
+    update(_WORKSHEETS)
+    .where(_WORKSHEETS.c.id == bindparam("w_id"))
+    .values(
+        state=bindparam("w_state", type_=_WORKSHEETS.c.state.type),
+        content=bindparam("w_content", type_=_WORKSHEETS.c.content.type),
+        revision=_WORKSHEETS.c.revision + 1,
+        updated_at=bindparam("w_now", type_=_WORKSHEETS.c.updated_at.type),
+    )
+    .returning(_WORKSHEETS.c.revision)
+)
+_SAVE_EXPECTED = _SAVE.where(_WORKSHEETS.c.revision == bindparam("w_expected"))
 
 
 async def stored_state(session: AsyncSession, worksheet_id: int) -> tuple[bytes, int] | None:

@@ -283,3 +283,42 @@ async def stored_row(db: async_sessionmaker[AsyncSession], worksheet_id: int) ->
         row = await session.get(Worksheet, worksheet_id)
     assert row is not None
     return row
+
+
+async def test_a_batch_writes_each_worksheet_once_and_all_its_audit_events_together(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    # Each save costs one statement per worksheet, and the audit events of the whole batch
+    # one more: not one each, written before every worksheet's update.
+    ids, clients = await check_ins_of_one_client(db, clock, 3)
+    therapist = Recorder("therapist", (Actor.THERAPIST, 1))
+    live = LiveWorksheets(db, clock, save_delay=0.05)
+    for worksheet_id, client in zip(ids, clients, strict=True):
+        for person, words in ((client, "walked"), (therapist, "noted")):
+            peer = await synced_peer(live, worksheet_id, person)
+            peer.text("went_well").insert(0, f"{words} {worksheet_id} ")
+            await live.receive(worksheet_id, person, peer.take_outbox()[0])
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        words = str(args[2]).lower().split()
+        if words[0] in ("update", "insert"):
+            statements.append(" ".join(words[:3] if words[0] == "insert" else words[:2]))
+
+    engine = db.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for client in clients:
+            await until_saved(client)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        await live.close()
+
+    assert statements == ["update worksheets"] * 3 + ["insert into audit_events"]
+    async with db() as session:
+        writes = (
+            await session.scalars(
+                select(AuditEvent.actor_type).where(AuditEvent.action == "worksheet.write")
+            )
+        ).all()
+    assert sorted(writes) == ["client"] * 3 + ["therapist"] * 3
