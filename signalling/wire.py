@@ -288,9 +288,12 @@ def _plan(cls: type[Struct], path: str, ignore: str = "") -> _Plan:
             defaults=defaults if plain else None,
             checks=cls.problem is not Struct.problem,
         )
-        if plain:
+        kept = len(_PLANS) < _MAX_PLANS
+        # Compiled only where it pays: a plan that is kept, at a path outside any array (an
+        # array's items each have a path of their own, and are rarer than its fields).
+        if plain and kept and "[" not in path:
             plan = dataclasses.replace(plan, compiled=_compile(cls, plan, path, ignore))
-        if len(_PLANS) < _MAX_PLANS:
+        if kept:
             _PLANS[(cls, path, ignore)] = plan
     return plan
 

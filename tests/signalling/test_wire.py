@@ -169,3 +169,13 @@ def test_text_beyond_ascii_is_accepted_and_a_lone_surrogate_refused() -> None:
     assert built.candidate is not None and built.candidate.sdp_mid == "é"
     with pytest.raises(ProtocolError, match="unpaired surrogate"):
         decode_struct(Candidate, candidate("\ud800"), "candidate", ignore="type")
+
+
+def test_the_items_of_an_array_and_plans_beyond_the_cap_are_not_compiled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert wire._plan(IceCandidate, "welcome.iceServers[3]").compiled is None
+    monkeypatch.setattr(wire, "_PLANS", {})
+    monkeypatch.setattr(wire, "_MAX_PLANS", 0)
+    assert wire._plan(IceCandidate, "candidate.candidate").compiled is None
+    assert wire._PLANS == {}
