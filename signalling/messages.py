@@ -13,19 +13,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from signalling.errors import ErrorCode
-from signalling.wire import (
-    BOOLEAN,
-    INSTANT,
-    NUMBER,
-    Field,
-    Struct,
-    array,
-    choice,
-    field,
-    integer,
-    struct,
-    text,
-)
+from signalling.kinds import BOOLEAN, INSTANT, NUMBER, array, choice, integer, text
+from signalling.wire import Field, Struct, field, struct
 
 MAX_ID_CHARS = 64
 MAX_TEXT_CHARS = 500

@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from signalling.kinds import integer, text
 from signalling.messages import BOTH, ID, THERAPIST_ONLY, Message
-from signalling.wire import JSON, Kind, bad, describe, field, integer, text
+from signalling.wire import JSON, Kind, bad, describe, field
 
 #: A worksheet's id on the wire: ``w-<n>``.
 WORKSHEET_ID = text(32, prefixes=("w-",))
