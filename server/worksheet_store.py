@@ -159,9 +159,10 @@ async def save_state(
     or its revision is no longer ``expected``: someone else saved it meanwhile).
 
     One statement, without loading the row: a busy instance saves every edited worksheet
-    each second.  On the table rather than the mapped class, so that it skips the ORM's
-    bulk-update machinery, which has no object to keep in step anyway (half the CPU time of
-    a save).
+    each second.  A statement on the table, built once: through the mapped class, each save
+    also went through the ORM's bulk-update machinery, which has no object to keep in step
+    here (with the audit events then flushed one by one, a batch of fifty saves took four
+    times the CPU it takes now).
     """
     values = {"w_state": state, "w_content": content, "w_now": now, "w_id": worksheet_id}
     if expected is not None:
@@ -173,7 +174,7 @@ async def save_state(
 
 
 _WORKSHEETS: Table = Worksheet.__table__  # type: ignore[assignment]
-#: ``save_state``'s statements, built once: building one is a third of its cost.
+#: ``save_state``'s statements, built once rather than for every save.
 _SAVE = (
     update(_WORKSHEETS)
     .where(_WORKSHEETS.c.id == bindparam("w_id"))
