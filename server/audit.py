@@ -32,17 +32,30 @@ def record(
     source_ip: str | None = None,
 ) -> AuditEvent:
     """Add one audit event to ``session``; it is written with the caller's transaction."""
-    event = AuditEvent(
-        at=at,
-        actor_type=actor.value,
-        actor_id=None if actor_id is None else str(actor_id),
-        action=action,
-        record_type=record_type,
-        record_id=None if record_id is None else str(record_id),
-        source_ip=source_ip,
-    )
+    event = AuditEvent(**_columns(at, actor, actor_id, action, record_type, record_id, source_ip))
     session.add(event)
     return event
+
+
+def _columns(
+    at: dt.datetime,
+    actor: Actor,
+    actor_id: int | str | None,
+    action: str,
+    record_type: str | None,
+    record_id: int | str | None,
+    source_ip: str | None,
+) -> dict[str, object]:
+    """An audit event's columns, as stored."""
+    return {
+        "at": at,
+        "actor_type": actor.value,
+        "actor_id": None if actor_id is None else str(actor_id),
+        "action": action,
+        "record_type": record_type,
+        "record_id": None if record_id is None else str(record_id),
+        "source_ip": source_ip,
+    }
 
 
 class Write(NamedTuple):
@@ -65,15 +78,7 @@ async def record_writes(
     fifty worksheets a second audits a hundred writes)."""
     if writes:
         rows = [
-            {
-                "at": at,
-                "actor_type": write.actor.value,
-                "actor_id": str(write.actor_id),
-                "action": action,
-                "record_type": write.record_type,
-                "record_id": str(write.record_id),
-                "source_ip": None,
-            }
-            for write in writes
+            _columns(at, w.actor, w.actor_id, action, w.record_type, w.record_id, None)
+            for w in writes
         ]
         await session.execute(insert(_EVENTS), rows)

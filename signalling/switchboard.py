@@ -312,6 +312,8 @@ class Switchboard:
         await self._publish(self.registry.relay(actor, message))
 
     def _command(self, handle: Handle, message: Message) -> list[Effect]:
+        """The effects of ``message`` (neither relayed media nor a worksheet message: the
+        caller has routed those)."""
         registry = self.registry
         match message:
             case Admit():
@@ -324,8 +326,6 @@ class Switchboard:
                 return registry.end(handle, message.appointment)
             case Leave():
                 return registry.leave(handle)
-            case Offer() | Answer() | Candidate() | MediaState():
-                return registry.relay(handle, message)
             case Chat():
                 return registry.chat(handle, message)
             case Ping():
