@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 
@@ -114,7 +113,6 @@ def _ms(result: relay.Result, fraction: float) -> float:
 
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
-    gc.freeze()
     print(f"bench/fanout: {args.pairs} pairs, {args.size}-byte messages, closed loop, ", end="")
     print(f"{args.seconds:g} s measured after {WARMUP:g} s")
     print(f"machine: {machine()}")

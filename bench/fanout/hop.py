@@ -12,6 +12,7 @@ import asyncio
 import secrets
 import time
 
+from bench.common import frozen_heap
 from bench.fanout.relay import Result
 from signalling.fanout import Fanout, LocalFanout
 from signalling.redis_fanout import RedisFanout
@@ -52,7 +53,8 @@ async def closed_loop(
             await arrived.wait()
             turn ^= 1
 
-    await asyncio.gather(*(run(n) for n in range(pairs)))
+    with frozen_heap():
+        await asyncio.gather(*(run(n) for n in range(pairs)))
     result.seconds = seconds
     return result
 

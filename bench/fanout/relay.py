@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from bench.common import percentile
+from bench.common import frozen_heap, percentile
 
 #: Decides what to do with a frame that is not the relayed one; returns a reply or ``None``.
 Other = Callable[[str], str | None]
@@ -124,7 +124,8 @@ async def run(
             sender, receiver, frames, back = receiver, sender, back, frames
             turn += 1
 
-    await asyncio.gather(account(), *(loop(pair) for pair in pairs))
+    with frozen_heap():
+        await asyncio.gather(account(), *(loop(pair) for pair in pairs))
     result.seconds = seconds
     return result
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import machine, percentile
+from bench.common import frozen_heap, machine, percentile
 from bench.worksheet import alcove, reference
 from bench.worksheet.load import Pair, Result, drive, pooled, wait_ready
 
@@ -54,9 +54,10 @@ async def _measure(label: str, pairs: Sequence[Pair], pid: int, args: argparse.N
     try:
         await wait_ready(pairs)
         print(f"{label}: {len(pairs)} worksheets open; typing", file=sys.stderr, flush=True)
-        return await drive(
-            label, pairs, pid, rate=args.rate, warmup=args.warmup, seconds=args.seconds
-        )
+        with frozen_heap():
+            return await drive(
+                label, pairs, pid, rate=args.rate, warmup=args.warmup, seconds=args.seconds
+            )
     finally:
         await asyncio.gather(*(link.close() for pair in pairs for link in pair.links))
 

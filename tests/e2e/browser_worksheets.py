@@ -9,20 +9,28 @@ the practice's mail server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Dialog, Locator, Page, expect
+from playwright.async_api import Error as PlaywrightError
 from sqlalchemy import select
 
+from server import worksheet_store
 from server.app import create_app
 from server.db import create_engine, sessionmaker
-from server.worksheet_models import Homework, HomeworkStatus
+from server.shutdown import DRAIN, Drain
+from server.tokens import new_token, token_hash
+from server.worksheet_models import Homework, HomeworkStatus, Worksheet
+from server.worksheets import builtin_template
 from tests.conftest import free_port, make_settings
 from tests.e2e.conftest import App
 from tests.e2e.harness import (
@@ -82,8 +90,14 @@ def smtp() -> Iterator[SmtpSink]:
         sink.stop()
 
 
+@dataclass(frozen=True)
+class ServedApp(App):
+    #: The sockets the app serves, as its shutdown closes them.
+    drain: Drain
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def app(migrated_url: str, tmp_path: Path, smtp: SmtpSink) -> AsyncIterator[App]:
+async def app(migrated_url: str, tmp_path: Path, smtp: SmtpSink) -> AsyncIterator[ServedApp]:
     """As the shared ``app`` fixture, sending e-mail by SMTP and looking for it every second."""
     port = free_port()
     settings = make_settings(
@@ -96,11 +110,17 @@ async def app(migrated_url: str, tmp_path: Path, smtp: SmtpSink) -> AsyncIterato
         ALCOVE_SMTP_TLS="none",
         ALCOVE_MAIL_FROM="Practice Rivera <no-reply@therapy.example.org>",
     )
-    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
+    web_app = create_app(settings)
+    server = TestServer(web_app, host="127.0.0.1", port=port)
     await server.start_server()
     engine = create_engine(settings.database_url)
     try:
-        yield App(url=settings.public_url, settings=settings, db=sessionmaker(engine))
+        yield ServedApp(
+            url=settings.public_url,
+            settings=settings,
+            db=sessionmaker(engine),
+            drain=web_app[DRAIN],
+        )
     finally:
         await engine.dispose()
         await server.close()
@@ -299,4 +319,85 @@ async def test_a_weekly_check_in_given_as_homework_is_filled_in_from_the_email(
         homework = await session.scalar(select(Homework))
     assert homework is not None and homework.status == HomeworkStatus.COMPLETED.value
     assert homework.due_on == due
+    contexts.assert_clean()
+
+
+async def homework_link(app: App, therapist_id: int, client_id: int) -> tuple[int, str]:
+    """A check-in given as homework, and a working link token for it (as if e-mailed)."""
+    token = new_token()
+    now = dt.datetime.now(dt.UTC)
+    async with app.db() as session, session.begin():
+        worksheet = await worksheet_store.create_worksheet(
+            session,
+            therapist_id=therapist_id,
+            client_id=client_id,
+            appointment_id=None,
+            template_key=CHECK_IN,
+            template=builtin_template(CHECK_IN),
+            now=now,
+        )
+        session.add(
+            Homework(
+                worksheet_id=worksheet.id,
+                therapist_id=therapist_id,
+                client_id=client_id,
+                due_on=None,
+                token_hash=token_hash(token),
+                expires_at=now + dt.timedelta(days=7),
+                assigned_at=now,
+            )
+        )
+    return worksheet.id, token
+
+
+async def test_what_was_typed_offline_comes_back_when_the_page_is_reloaded(
+    app: ServedApp, contexts: Contexts
+) -> None:
+    therapist_row = await make_therapist(app.db, email=EMAIL, password=PASSWORD, timezone="UTC")
+    client_row = await make_client(app.db, therapist_row.id, name=CLIENT_NAME, email=CLIENT_EMAIL)
+    worksheet_id, token = await homework_link(app, therapist_row.id, client_row.id)
+    context = await contexts.new("phone")
+    page = await context.new_page()
+
+    async def leave(dialog: Dialog) -> None:
+        # "Leave site? Changes you made may not be saved": the person reloads anyway.
+        await dialog.accept()
+
+    page.on("dialog", leave)
+    await page.goto(f"/homework/{token}")
+    await page.wait_for_url(re.compile(r"/homework$"))
+    await wait_until_loaded(page)
+    panel = page.locator("#worksheet")
+    went_well = field(page, "went_well")
+    online = "We walked to the park together."
+    await went_well.fill(online)
+    await expect(panel).to_have_attribute("data-state", "saved")
+    kept = "() => [sessionStorage.length, localStorage.length]"
+    assert await page.evaluate(kept) == [0, 0]  # nothing is kept once it is stored
+
+    # The phone loses the network (and with it the socket); the client carries on typing.
+    await context.set_offline(True)
+    await app.drain.close_all()
+    await expect(panel).to_have_attribute("data-state", "offline")
+    offline = " On the way back he asked how I felt."
+    await went_well.press("End")
+    await went_well.press_sequentially(offline)
+    await expect(went_well).to_have_value(online + offline)
+    # Kept in this tab only, never where another tab or a later visitor could read it.
+    await page.wait_for_function("() => sessionStorage.length === 1")
+    assert await page.evaluate(kept) == [1, 0]
+
+    # The page goes away while offline (a reload fails with no network), then comes back.
+    with contextlib.suppress(PlaywrightError):
+        await page.reload()
+    await context.set_offline(False)
+    await page.goto("/homework")
+    await wait_until_loaded(page)
+    await expect(went_well).to_have_value(online + offline)
+    await expect(panel).to_have_attribute("data-state", "saved")
+    assert await page.evaluate(kept) == [0, 0]
+    async with app.db() as session:
+        worksheet = await session.get(Worksheet, worksheet_id)
+    assert worksheet is not None
+    assert json.loads(worksheet.content)["went_well"] == online + offline
     contexts.assert_clean()

@@ -8,9 +8,14 @@
 // server sends `worksheet` again) keeps what was typed offline, and the sync step 1/2 exchange
 // merges it. Until the server's sync step 2 has arrived nothing can be typed: a browser must
 // never create the document's entries itself (docs/WORKSHEETS.md "Documents").
+//
+// What the server has not stored yet is also kept in the tab (worksheet-keep.js) until the
+// status says "Saved": a page that is reloaded or discarded meanwhile brings it back, on top of
+// the server's copy, once that has arrived.
 
 import * as Y from "../vendor/yjs.js";
 import { STEP1, STEP2, UPDATE, encodeData, packUpdates, receiveSync, syncStep1 } from "./worksheet-sync.js";
+import { UnsavedEdits, tabStorage } from "./worksheet-keep.js";
 import { make } from "./worksheet-dom.js";
 import { renderForm } from "./worksheet-fields.js";
 import { captureCaret, restoreCaret } from "./worksheet-text.js";
@@ -35,10 +40,17 @@ import { captureCaret, restoreCaret } from "./worksheet-text.js";
  * it had (`worksheet-saved`), `saved` otherwise, `closed`.
  * @typedef {"closed" | "loading" | "offline" | "saving" | "saved"} PanelStatus
  */
-/** @typedef {{doc: Y.Doc, synced: boolean, localUpdates: Uint8Array[]}} DocRecord */
+/**
+ * A worksheet's document; `unsaved`: the local changes since the status was last "Saved";
+ * `restored`: changes kept in the tab by an earlier page, applied once the server's copy is in.
+ * @typedef {{doc: Y.Doc, synced: boolean, localUpdates: Uint8Array[], unsaved: Uint8Array[],
+ *   restored: Uint8Array | null}} DocRecord
+ */
 
 /** Marks changes that came from the other side, so they are not sent back. */
 const REMOTE = Symbol("remote");
+/** Marks changes brought back from the tab's storage: they are ours, and sent like typing. */
+const RESTORED = Symbol("restored");
 /** Local changes wait this long to be merged into one message (the server allows 20/s). */
 const COALESCE_MS = 60;
 /** A refused change is explained for at least this long. */
@@ -102,17 +114,23 @@ export class WorksheetPanel extends EventTarget {
   #form = null;
   /** @type {() => void} */
   #unobserve = () => {};
+  #kept;
 
   /**
    * @param {HTMLElement} root  emptied and filled by the panel
-   * @param {{send: (message: object) => unknown, strings?: unknown}} options  `send` returns
-   *   false when the message could not be sent (as SignallingConnection.send does)
+   * @param {{send: (message: object) => unknown, strings?: unknown, storage?: Storage | null}}
+   *   options  `send` returns false when the message could not be sent (as
+   *   SignallingConnection.send does); `storage` keeps unsaved changes (the tab's
+   *   sessionStorage by default; null keeps nothing)
    */
-  constructor(root, { send, strings }) {
+  constructor(root, { send, strings, storage = tabStorage() }) {
     super();
     this.#root = root;
     this.#send = send;
     this.#t = lookup(strings);
+    this.#kept = new UnsavedEdits(storage);
+    // The last keystrokes may still wait to be merged when the page goes away.
+    globalThis.addEventListener("pagehide", () => this.#keepUnsaved());
     this.#prefix = `ws${++panels}`;
     root.classList.add("worksheet-panel");
     root.dataset.state = "closed";
@@ -237,7 +255,7 @@ export class WorksheetPanel extends EventTarget {
   /** @param {string} id */
   #newRecord(id) {
     /** @type {DocRecord} */
-    const record = { doc: new Y.Doc(), synced: false, localUpdates: [] };
+    const record = { doc: new Y.Doc(), synced: false, localUpdates: [], unsaved: [], restored: this.#kept.read(id) };
     this.#docs.set(id, record);
     return record;
   }
@@ -255,6 +273,7 @@ export class WorksheetPanel extends EventTarget {
     const onUpdate = (update, origin) => {
       if (origin === REMOTE || this.#record !== record) return;
       record.localUpdates.push(update);
+      record.unsaved.push(update);
       this.#queue.push(update);
       // The person has moved on from a refused change (a while ago): the notice can go.
       if (this.#message && this.#message.dataset.kind === "refused" && Date.now() - this.#refusedAt > NOTICE_MS) {
@@ -321,6 +340,11 @@ export class WorksheetPanel extends EventTarget {
       record.synced = true;
       this.#setMessage(this.#message && this.#message.dataset.kind === "refused" ? null : "");
       this.#refresh(null);
+      const restored = record.restored;
+      record.restored = null;
+      // What an earlier page of this tab typed and the server had not stored: it goes out as
+      // typing does (and changes nothing if the server has it after all).
+      if (restored) Y.applyUpdate(record.doc, restored, RESTORED);
     }
     let sent = true;
     for (const reply of result.replies) {
@@ -341,6 +365,7 @@ export class WorksheetPanel extends EventTarget {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (!this.#queue.length) return;
+    this.#keepUnsaved();
     const updates = packUpdates(this.#queue);
     this.#queue = [];
     for (const update of updates) {
@@ -365,6 +390,7 @@ export class WorksheetPanel extends EventTarget {
     this.#queue = [];
     this.#unsent = false;
     this.#unacknowledged = false;
+    this.#kept.forget(id); // the refused change must not come back
     this.#use(this.#newRecord(id));
     this.#refusedAt = Date.now();
     this.#setMessage(
@@ -372,6 +398,11 @@ export class WorksheetPanel extends EventTarget {
       "refused",
     );
     this.#post({ type: "yjs", worksheet: id, data: syncStep1(this.#record ? this.#record.doc : new Y.Doc()) });
+  }
+
+  /** Keep the open worksheet's unsaved changes in the tab (worksheet-keep.js). */
+  #keepUnsaved() {
+    if (this.#id && this.#record && this.#record.unsaved.length) this.#kept.keep(this.#id, this.#record.unsaved);
   }
 
   /**
@@ -406,6 +437,10 @@ export class WorksheetPanel extends EventTarget {
     else if (!this.#connected) status = "offline";
     else if (this.#queue.length || this.#unsent || this.#unacknowledged) status = "saving";
     else status = "saved";
+    if (status === "saved" && this.#id && this.#record && this.#record.unsaved.length) {
+      this.#record.unsaved = [];
+      this.#kept.forget(this.#id);
+    }
     if (!this.#id) this.#root.dataset.state = "closed";
     else this.#root.dataset.state = status;
     if (this.#message && status === "loading" && !this.#message.textContent) {
