@@ -92,12 +92,20 @@ class SocketConnection:
     def _written(self, frame: str) -> bool:
         """Write ``frame`` now if nothing is queued ahead of it and the transport has room;
         whether it was (or need not be: the socket is closing)."""
-        if not self._queue.empty() or not self._room_for(frame):
+        transport = self._transport
+        if (
+            transport is None
+            or not self._queue.empty()
+            or transport.is_closing()
+            # At most 4 bytes a character, and at most 14 bytes of frame header: within
+            # the high-water mark, aiohttp would not wait for the transport to drain.
+            or transport.get_write_buffer_size() + 4 * len(frame) + 14 >= self._high_water
+        ):
             return False
-        # ``_room_for`` found the transport open; once aiohttp has begun the closing
-        # handshake (``closed``), nothing may follow its close frame.
+        # Once aiohttp has begun the closing handshake (``closed``), nothing may follow
+        # its close frame.
         if not self._ws.closed:
-            cast("asyncio.WriteTransport", self._transport).write(text_frame(frame))
+            transport.write(text_frame(frame))
         return True
 
     async def _enqueue(self, frame: str) -> None:
@@ -106,15 +114,6 @@ class SocketConnection:
         except asyncio.QueueFull:
             log.warning("send queue full; closing a slow socket")
             await self.close(int(WSCloseCode.TRY_AGAIN_LATER), "too slow")
-
-    def _room_for(self, text: str) -> bool:
-        """Whether writing ``text`` now keeps the transport under its high-water mark, so
-        that aiohttp does not wait for it to drain."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return False
-        # At most 4 bytes a character, and at most 14 bytes of frame header.
-        return transport.get_write_buffer_size() + 4 * len(text) + 14 < self._high_water
 
     async def close(self, code: int, reason: str) -> None:
         if self._closing:

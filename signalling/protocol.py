@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import orjson
@@ -59,7 +60,7 @@ from signalling.messages import (
     Waiting,
     Welcome,
 )
-from signalling.wire import checked_json, decode_struct, describe, encode_struct
+from signalling.wire import checked_json, decode_struct, describe, encode_struct, struct_decoder
 from signalling.worksheet_messages import (
     BASE64,
     MAX_SYNC_BYTES,
@@ -210,15 +211,6 @@ def _canonical(text: str) -> object:
     return _NOT_CANONICAL
 
 
-def parse_message(frame: str | bytes) -> Message:
-    """Parse one frame into its message, or raise ``ProtocolError``.
-
-    ``too-large`` for a frame over ``MAX_FRAME_BYTES``; ``unknown-type`` for a ``type`` this
-    version does not have; ``bad-message`` for everything else that is wrong.
-    """
-    return _parse(frame)
-
-
 #: A ``yjs`` frame exactly as a browser writes one (``JSON.stringify`` of type, worksheet
 #: and data), the commonest frame of all: one per keystroke in a worksheet.  A frame of this
 #: shape has no escapes, no repeated key and no other field, so it needs no JSON decoder;
@@ -231,7 +223,16 @@ _YJS_PREFIX = '{"type":"yjs",'
 _YJS_WORKSHEET = re.compile(r"w-[0-9A-Za-z_-]{1,30}")
 
 
-def _parse(frame: str | bytes) -> Message:
+#: Each message type's decoder, made on first use (``MESSAGE_TYPES`` bounds it).
+_DECODERS: dict[str, Callable[[object], Message]] = {}
+
+
+def parse_message(frame: str | bytes) -> Message:
+    """Parse one frame into its message, or raise ``ProtocolError``.
+
+    ``too-large`` for a frame over ``MAX_FRAME_BYTES``; ``unknown-type`` for a ``type`` this
+    version does not have; ``bad-message`` for everything else that is wrong.
+    """
     if type(frame) is str and frame.startswith(_YJS_PREFIX) and len(frame) <= MAX_FRAME_BYTES:
         match = _YJS_FRAME.fullmatch(frame)
         if match is not None:
@@ -247,11 +248,14 @@ def _parse(frame: str | bytes) -> Message:
     kind = value["type"]
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"type: expected a string, got {describe(kind)}")
-    cls = MESSAGE_TYPES.get(kind)
-    if cls is None:
-        shown = kind if len(kind) <= MAX_ID_CHARS else kind[:MAX_ID_CHARS] + "..."
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}")
-    message = decode_struct(cls, value, kind, ignore="type")
+    decode = _DECODERS.get(kind)
+    if decode is None:
+        cls = MESSAGE_TYPES.get(kind)
+        if cls is None:
+            shown = kind if len(kind) <= MAX_ID_CHARS else kind[:MAX_ID_CHARS] + "..."
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}")
+        decode = _DECODERS[kind] = struct_decoder(cls, kind, ignore="type")
+    message = decode(value)
     if canonical and type(frame) is str and frame.startswith(_TYPE_FIRST):
         # Exactly what ``encode`` would write for it: a relayed message is sent as it came.
         message.__dict__[_FRAME] = frame

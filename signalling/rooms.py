@@ -307,24 +307,27 @@ class Registry:
 
     def relay(self, actor: Handle, message: Relayed | Chat | MediaState) -> list[Effect]:
         """Pass media signalling to the other participant, if both are in the call."""
-        if self._lobbies.watcher(actor) is not None:
+        # (Only a lobby socket's handle says ``watcher``: most messages skip the lookup.)
+        if actor.watcher and self._lobbies.watcher(actor) is not None:
             raise ProtocolError(
                 ErrorCode.FORBIDDEN, f"{message.TYPE} refused: a lobby socket is in no call"
             )
         sender = self._current(actor)
         if sender is None:
             return []
-        if sender.state not in (ADMITTED, IN_CALL):
+        state = sender.state
+        if state is not ADMITTED and state is not IN_CALL:
             raise ProtocolError(
                 ErrorCode.NOT_ADMITTED, f"{message.TYPE} dropped: you have not been admitted"
             )
         peer = self._rooms[sender.appointment].peer_of(sender)
-        if sender.state is not IN_CALL or peer is None or peer.state is not IN_CALL:
+        if state is not IN_CALL or peer is None or peer.state is not IN_CALL:
             log.debug("participant %s: %s dropped, no peer in the call", sender.id, message.TYPE)
             return []
-        out: list[Effect] = []
-        send(out, peer, message if message.id is None else dataclasses.replace(message, id=None))
-        return out
+        if peer.handle is None:
+            return []
+        relayed = message if message.id is None else dataclasses.replace(message, id=None)
+        return [Deliver(peer.handle, relayed)]
 
     def chat(self, actor: Handle, message: Chat) -> list[Effect]:
         """Pass a chat line to the other participant; ``conflict`` if they are not in the

@@ -135,6 +135,8 @@ class Switchboard:
         self._new_token = new_token
         #: The attached connections, by fan-out channel and token.
         self._local: dict[str, dict[str, Connection]] = {}
+        #: The same connections by handle: the lookup for every message sent.
+        self._attached: dict[Handle, Connection] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._outbox: collections.deque[Effect] = collections.deque()
         self._draining = False
@@ -411,7 +413,7 @@ class Switchboard:
     def _reached(self, handle: Handle) -> Connection | None:
         """The connection ``handle`` names, if it is attached here (the router is told that
         something arrived for it); ``None`` if not."""
-        connection = self._local.get(channel_of(handle), {}).get(handle.token)
+        connection = self._attached.get(handle)
         if connection is not None and self._router is not None:
             self._router.heard(handle)
         return connection
@@ -429,6 +431,7 @@ class Switchboard:
         ``ProtocolError(UNAVAILABLE)``: the socket is refused, and the browser retries."""
         channel = channel_of(handle)
         self._local.setdefault(channel, {})[handle.token] = connection
+        self._attached[handle] = connection
         if channel in self._subscriptions:
             return
         callback = partial(self._on_payload, channel)
@@ -448,6 +451,7 @@ class Switchboard:
         connections = self._local.get(channel)
         if connections is None or connections.pop(handle.token, None) is None:
             return
+        self._attached.pop(handle, None)
         if not connections:
             del self._local[channel]
             subscription = self._subscriptions.pop(channel, None)

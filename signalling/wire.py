@@ -17,7 +17,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from signalling.errors import ErrorCode, ProtocolError
 
@@ -176,6 +176,15 @@ def decode_struct(cls: type[S], value: object, path: str, *, ignore: str = "") -
         result: S = plan.compiled(value)
         return result
     return _decode(cls, plan, value, path, ignore)
+
+
+def struct_decoder(cls: type[S], path: str, *, ignore: str = "") -> Callable[[object], S]:
+    """``decode_struct`` of ``cls`` at ``path``, as one function of the JSON value, for a
+    caller that decodes many (the protocol, one per message type)."""
+    plan = _plan(cls, path, ignore)
+    if plan.compiled is not None:
+        return cast("Callable[[object], S]", plan.compiled)
+    return functools.partial(_decode, cls, plan, path=path, ignore=ignore)
 
 
 def _decode(cls: type[S], plan: _Plan, value: object, path: str, ignore: str) -> S:

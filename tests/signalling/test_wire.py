@@ -179,3 +179,22 @@ def test_the_items_of_an_array_and_plans_beyond_the_cap_are_not_compiled(
     monkeypatch.setattr(wire, "_MAX_PLANS", 0)
     assert wire._plan(IceCandidate, "candidate.candidate").compiled is None
     assert wire._PLANS == {}
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "field-by-field"])
+def test_a_struct_decoder_builds_and_refuses_as_decode_struct_does(compiled: bool) -> None:
+    refusal = {"type": "candidate", "candidate": {"sdpMid": "0", "sdpMLineIndex": 0}}
+    with contextlib.ExitStack() as stack:
+        if not compiled:
+            stack.enter_context(field_by_field())
+        for value in [*EXAMPLES, refusal]:
+            cls = MESSAGE_TYPES[value["type"]]
+            decode = wire.struct_decoder(cls, cls.TYPE, ignore="type")
+            try:
+                result = decode(value)
+            except ProtocolError as error:
+                got: tuple[object, ...] = ("refused", error.code, error.value)
+            else:
+                got = ("built", type(result), repr(result), sorted(result.__dict__))
+            assert got == outcome(cls, value)
+        assert got[0] == "refused"  # the last one
