@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from server import worksheet_store
 from server.app import create_app
 from server.homework import EXPIRY_AFTER_DUE, EXPIRY_WITHOUT_DUE, HOMEWORK_COOKIE, expiry_for
 from server.logs import redact_path
@@ -28,9 +27,9 @@ from server.mailer import Mailer
 from server.models import AuditEvent, Client, OutboxMessage
 from server.tokens import new_token, token_hash
 from server.worksheet_models import Homework, Worksheet
-from server.worksheets import builtin_template
 from tests.conftest import FakeClock, LiveServer, csrf_from, free_port, make_settings
 from tests.server.test_ws import Cast, therapist_with
+from tests.support.arrange import make_homework
 from tests.support.mail import SmtpSink
 from tests.support.signalling_client import SignallingClient
 from tests.support.worksheet_client import WorksheetClient
@@ -109,28 +108,14 @@ async def homework_with_link(
     expires_in: dt.timedelta = EXPIRY_WITHOUT_DUE,
 ) -> tuple[Homework, str]:
     """A check-in given as homework, and a working link token for it (as if e-mailed)."""
-    token = new_token()
-    async with db() as session, session.begin():
-        worksheet = await worksheet_store.create_worksheet(
-            session,
-            therapist_id=people.therapist_id,
-            client_id=people.client_id,
-            appointment_id=None,
-            template_key=CHECK_IN,
-            template=builtin_template(CHECK_IN),
-            now=clock.now,
-        )
-        homework = Homework(
-            worksheet_id=worksheet.id,
-            therapist_id=people.therapist_id,
-            client_id=people.client_id,
-            due_on=None,
-            token_hash=token_hash(token),
-            expires_at=clock.now + expires_in,
-            assigned_at=clock.now,
-        )
-        session.add(homework)
-    return homework, token
+    return await make_homework(
+        db,
+        people.therapist_id,
+        people.client_id,
+        now=clock.now,
+        expires_in=expires_in,
+        template_key=CHECK_IN,
+    )
 
 
 async def open_link(cast: Cast, token: str) -> tuple[aiohttp.ClientSession, aiohttp.ClientResponse]:

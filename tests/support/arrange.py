@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import accounts
+from server import accounts, worksheet_store
 from server.models import (
     Appointment,
     AppointmentStatus,
@@ -20,6 +20,8 @@ from server.models import (
     WeeklyHours,
 )
 from server.tokens import new_token, token_hash
+from server.worksheet_models import Homework
+from server.worksheets import builtin_template
 from tests.support.leaks import remember
 
 
@@ -150,6 +152,59 @@ async def make_client(
         client = Client(therapist_id=therapist_id, name=name, email=email)
         session.add(client)
     return client
+
+
+async def make_worksheet(
+    db: async_sessionmaker[AsyncSession],
+    therapist_id: int,
+    client_id: int,
+    *,
+    now: dt.datetime,
+    template_key: str = "weekly-check-in",
+) -> int:
+    """A worksheet of ``client_id``'s from a built-in template, outside any appointment;
+    its id."""
+    async with db() as session, session.begin():
+        worksheet = await worksheet_store.create_worksheet(
+            session,
+            therapist_id=therapist_id,
+            client_id=client_id,
+            appointment_id=None,
+            template_key=template_key,
+            template=builtin_template(template_key),
+            now=now,
+        )
+    return worksheet.id
+
+
+async def make_homework(
+    db: async_sessionmaker[AsyncSession],
+    therapist_id: int,
+    client_id: int,
+    *,
+    now: dt.datetime,
+    expires_in: dt.timedelta,
+    template_key: str = "weekly-check-in",
+) -> tuple[Homework, str]:
+    """A new worksheet given as homework, and a working link token for it (as if
+    e-mailed)."""
+    worksheet_id = await make_worksheet(
+        db, therapist_id, client_id, now=now, template_key=template_key
+    )
+    token = new_token()
+    remember(token)
+    async with db() as session, session.begin():
+        homework = Homework(
+            worksheet_id=worksheet_id,
+            therapist_id=therapist_id,
+            client_id=client_id,
+            due_on=None,
+            token_hash=token_hash(token),
+            expires_at=now + expires_in,
+            assigned_at=now,
+        )
+        session.add(homework)
+    return homework, token
 
 
 def local(

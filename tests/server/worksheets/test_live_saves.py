@@ -13,17 +13,15 @@ import pytest
 from sqlalchemy import delete, event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import worksheet_store
 from server.audit import Actor
 from server.models import AuditEvent
 from server.worksheet_live import LiveWorksheets
 from server.worksheet_models import Worksheet
-from server.worksheets import builtin_template
 from signalling.messages import Message
 from signalling.worksheet_messages import WorksheetSaved, Yjs
 from tests.conftest import FakeClock
 from tests.server.worksheets.peers import Peer
-from tests.support.arrange import make_client, make_therapist
+from tests.support.arrange import make_client, make_therapist, make_worksheet
 from tests.support.instances import eventually
 
 CHECK_IN = "weekly-check-in"
@@ -50,17 +48,7 @@ async def new_check_in(
     db: async_sessionmaker[AsyncSession], clock: FakeClock, therapist_id: int, client_id: int
 ) -> int:
     """A weekly check-in of ``client_id``'s, outside any appointment; its id."""
-    async with db() as session, session.begin():
-        worksheet = await worksheet_store.create_worksheet(
-            session,
-            therapist_id=therapist_id,
-            client_id=client_id,
-            appointment_id=None,
-            template_key=CHECK_IN,
-            template=builtin_template(CHECK_IN),
-            now=clock(),
-        )
-    return worksheet.id
+    return await make_worksheet(db, therapist_id, client_id, now=clock(), template_key=CHECK_IN)
 
 
 async def check_ins_of_one_client(
