@@ -212,7 +212,7 @@ class MeteredSwitchboard(Switchboard):
         return await super().watch(watcher, connection)
 
     def receiving(self, handle: Handle, message: Message) -> None:
-        self._metrics.received[message.TYPE] += 1
+        self._metrics.received[message.TYPE] += 1  # ``_count`` in line: every message
         if type(message) is CallConnected and self.role_of(handle) is Role.CLIENT:
             self._metrics.admit_to_connected.observe(message.admit_to_connected_ms / 1000)
 

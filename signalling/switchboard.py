@@ -200,7 +200,7 @@ class Switchboard:
 
     def is_local(self, handle: Handle) -> bool:
         """Whether ``handle``'s connection is attached to this instance and not closed."""
-        return handle.token in self._local.get(channel_of(handle), {})
+        return handle in self._attached
 
     def role_of(self, handle: Handle) -> Role | None:
         """The role ``handle`` speaks in, if it is live here or in the registry here."""
