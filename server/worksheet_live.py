@@ -79,6 +79,15 @@ class _Live:
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
     #: Who changed the document since the last save.
     editors: set[tuple[Actor, int]] = field(default_factory=set)
+    #: How many changes from subscribers were applied, ever (a sequence, not a size).
+    applied: int = 0
+    #: Each subscriber's latest change: the value of ``applied`` just after it.
+    last_change: dict[str, int] = field(default_factory=dict)
+    #: While a save is being written: the changes it stores (``applied`` when it was
+    #: taken); after it, those of the last save stored.
+    covered: int = 0
+    #: Whether a save of this document is being written now.
+    saving: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: The worksheet's id on the wire.
     ref: str = field(init=False)
@@ -131,13 +140,17 @@ class LiveWorksheets:
     async def attach(self, worksheet_id: int, subscriber: Subscriber) -> None:
         """Open the worksheet for ``subscriber``: it is sent ``worksheet``, the server's sync
         step 1 and, if nothing is waiting to be saved, ``worksheet-saved``; then every
-        change.  Audited as a read."""
+        change.  Audited as a read.
+
+        While a save is being written, nothing is claimed yet: the document it stores may
+        hold changes that are not stored until it has been written, and the subscriber is
+        sent its ``worksheet-saved`` with the others once it has."""
         live = await self._load(worksheet_id)
         live.subscribers[subscriber.key] = subscriber
         await self._audit(worksheet_id, [subscriber.actor], "worksheet.open")
         await subscriber.deliver(live.shown())
         await subscriber.deliver(Yjs(worksheet=live.ref, data=live.shared.sync_step1()))
-        if not live.shared.dirty:  # all the server has is stored already: say so
+        if not live.shared.dirty and not live.saving:  # all the server has is stored: say so
             await subscriber.deliver(WorksheetSaved(worksheet=live.ref, revision=live.revision))
 
     async def detach(self, worksheet_id: int, key: str) -> None:
@@ -170,6 +183,8 @@ class LiveWorksheets:
         if reply.broadcast is None:
             return
         live.editors.add(subscriber.actor)
+        live.applied += 1
+        live.last_change[subscriber.key] = live.applied
         self._schedule_save(live)
         update = Yjs(worksheet=live.ref, data=reply.broadcast)
         for key, other in tuple(live.subscribers.items()):
@@ -289,69 +304,87 @@ class LiveWorksheets:
 
     async def _save(self, *lives: _Live) -> None:
         """Save the worksheets in one transaction (the caller passes them in the order of
-        their ids, the order their locks are taken in), then announce each save."""
-        saved: list[tuple[_Live, int]] = []
+        their ids, the order their locks are taken in), then announce each save: to every
+        subscriber whose changes it stored all of.  One whose change arrived while it was
+        being written hears from the next save, which stores that change too."""
+        saved: list[tuple[_Live, int, int]] = []
         merged: list[tuple[_Live, bytes]] = []
-        async with contextlib.AsyncExitStack() as locks:
-            changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]] = []
-            for live in lives:
-                await locks.enter_async_context(live.lock)
-                self._waiting.pop(live.worksheet_id, None)  # saved here, not in the batch
-                if not live.shared.dirty:
-                    continue
-                live.shared.mark_clean()
-                editors, live.editors = live.editors, set()
-                state = compact(live.shared.doc)
-                content = json.dumps(render(live.template, live.shared.doc), ensure_ascii=False)
-                changed.append((live, editors, state, content))
-                if len(lives) > 1:
-                    await asyncio.sleep(0)  # a batch must not hold up the keystrokes meanwhile
-            if not changed:
-                return
-            now = self._clock()
-            merged.clear()
-            try:
-                async with self._sessionmaker() as db, db.begin():
-                    writes: list[audit.Write] = []
-                    for live, editors, state, content in changed:
-                        revision = await worksheet_store.save_state(
-                            db,
-                            live.worksheet_id,
-                            state=state,
-                            content=content,
-                            now=now,
-                            expected=live.revision,
-                        )
-                        if revision is None:
-                            revision = await self._merge_and_save(db, live, now, merged)
-                        writes += (
-                            audit.Write(actor, actor_id, "worksheet", live.worksheet_id)
-                            for actor, actor_id in sorted(editors)
-                        )
-                        if revision is not None:
-                            saved.append((live, revision))
-                    await audit.record_writes(db, now, "worksheet.write", writes)
-            except Exception as error:
-                # Keep the changes marked unsaved, and try again later.
-                for live, editors, _, _ in changed:
-                    live.shared.dirty = True
-                    live.editors |= editors
-                self._retry_later([live for live, _, _, _ in changed], error)
-                return
-            for live, revision in saved:
-                live.revision = revision
-                self._unload_if_done(live)
-            if self._retry_delay is not None:
-                self._retry_delay = None
-                log.info("worksheets are saved again")
+        changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]] = []
+        try:
+            async with contextlib.AsyncExitStack() as locks:
+                for live in lives:
+                    await locks.enter_async_context(live.lock)
+                    self._waiting.pop(live.worksheet_id, None)  # saved here, not in the batch
+                    if not live.shared.dirty:
+                        continue
+                    live.shared.mark_clean()
+                    live.covered, live.saving = live.applied, True
+                    editors, live.editors = live.editors, set()
+                    state = compact(live.shared.doc)
+                    content = json.dumps(render(live.template, live.shared.doc), ensure_ascii=False)
+                    changed.append((live, editors, state, content))
+                    if len(lives) > 1:
+                        await asyncio.sleep(0)  # a batch must not hold up the keystrokes meanwhile
+                if not changed:
+                    return
+                try:
+                    saved = await self._write(changed, merged)
+                except Exception as error:
+                    # Keep the changes marked unsaved, and try again later.
+                    for live, editors, _, _ in changed:
+                        live.shared.dirty = True
+                        live.editors |= editors
+                    self._retry_later([live for live, _, _, _ in changed], error)
+                    return
+                for live, revision, _ in saved:
+                    live.revision = revision
+                    self._unload_if_done(live)
+                if self._retry_delay is not None:
+                    self._retry_delay = None
+                    log.info("worksheets are saved again")
+        finally:
+            for live, _, _, _ in changed:
+                live.saving = False
         for live, change in merged:
             update = Yjs(worksheet=live.ref, data=change)
             for subscriber in tuple(live.subscribers.values()):
                 await subscriber.deliver(update)
-        for live, revision in saved:
+        for live, revision, covered in saved:
             message = WorksheetSaved(worksheet=live.ref, revision=revision)
-            for subscriber in tuple(live.subscribers.values()):
-                await subscriber.deliver(message)
+            for key, subscriber in tuple(live.subscribers.items()):
+                if live.last_change.get(key, 0) <= covered:
+                    await subscriber.deliver(message)
+
+    async def _write(
+        self,
+        changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]],
+        merged: list[tuple[_Live, bytes]],
+    ) -> list[tuple[_Live, int, int]]:
+        """Store the documents' states and their audit events in one transaction; for each
+        document stored, its new revision and the changes the save covers."""
+        saved: list[tuple[_Live, int, int]] = []
+        now = self._clock()
+        async with self._sessionmaker() as db, db.begin():
+            writes: list[audit.Write] = []
+            for live, editors, state, content in changed:
+                revision = await worksheet_store.save_state(
+                    db,
+                    live.worksheet_id,
+                    state=state,
+                    content=content,
+                    now=now,
+                    expected=live.revision,
+                )
+                if revision is None:
+                    revision = await self._merge_and_save(db, live, now, merged)
+                writes += (
+                    audit.Write(actor, actor_id, "worksheet", live.worksheet_id)
+                    for actor, actor_id in sorted(editors)
+                )
+                if revision is not None:
+                    saved.append((live, revision, live.covered))
+            await audit.record_writes(db, now, "worksheet.write", writes)
+        return saved
 
     async def _merge_and_save(
         self, db: AsyncSession, live: _Live, now: dt.datetime, merged: list[tuple[_Live, bytes]]
@@ -368,6 +401,7 @@ class LiveWorksheets:
             merged.append((live, change))
             log.info("worksheet %s: merged a copy saved elsewhere", live.worksheet_id)
         live.shared.mark_clean()
+        live.covered = live.applied  # what arrived while the other copy was read, too
         return await worksheet_store.save_state(
             db,
             live.worksheet_id,

@@ -8,11 +8,13 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server import worksheet_store
 from server.audit import Actor
 from server.models import AuditEvent
 from server.worksheet_live import LiveWorksheets
@@ -312,3 +314,79 @@ async def test_a_batch_writes_each_worksheet_once_and_all_its_audit_events_toget
             )
         ).all()
     assert sorted(writes) == ["client"] * 3 + ["therapist"] * 3
+
+
+# --- while a save is being written ------------------------------------------------------
+
+
+class HeldSaves:
+    """Saves that wait, on reaching the database, until released (then all pass at once)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+        store = worksheet_store.save_state
+
+        async def held(session: AsyncSession, worksheet_id: int, **kwargs: Any) -> int | None:
+            self.writing.set()
+            await self.release.wait()
+            return await store(session, worksheet_id, **kwargs)
+
+        monkeypatch.setattr(worksheet_store, "save_state", held)
+
+    async def until_writing(self) -> None:
+        async with asyncio.timeout(10):
+            await self.writing.wait()
+
+
+async def until_revision(person: Recorder, revision: int) -> None:
+    async with asyncio.timeout(10):
+        while revision not in person.saved():
+            await person.arrived.wait()
+            person.arrived.clear()
+
+
+async def test_a_worksheet_opened_while_a_save_is_written_is_called_saved_once_it_is_stored(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worksheet_id, client, live, peer = await one_check_in(db, clock)
+    saves = HeldSaves(monkeypatch)
+    peer.text("went_well").insert(0, "walked twice")
+    await live.receive(worksheet_id, client, peer.take_outbox()[0])
+    await saves.until_writing()  # the document is taken, but not stored yet
+
+    therapist = Recorder("therapist", (Actor.THERAPIST, 1))
+    await live.attach(worksheet_id, therapist)
+    assert therapist.saved() == []  # not "saved" at revision 0: "walked twice" is not stored
+    saves.release.set()
+    await until_revision(therapist, 1)
+    await live.close()
+
+    assert (therapist.saved(), client.saved()) == ([1], [0, 1])
+    assert json.loads((await stored_row(db, worksheet_id)).content)["went_well"] == "walked twice"
+
+
+async def test_a_change_arriving_while_a_save_is_written_is_acknowledged_by_the_next_save(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A save announces itself only to those whose changes it stored, all of them: the
+    # therapist's line arrives while the client's is being stored, and the therapist's page
+    # must keep saying "Saving" until the next save has stored it.
+    worksheet_id, client, live, client_peer = await one_check_in(db, clock)
+    therapist = Recorder("therapist", (Actor.THERAPIST, 1))
+    therapist_peer = await synced_peer(live, worksheet_id, therapist)
+    saves = HeldSaves(monkeypatch)
+    client_peer.text("went_well").insert(0, "walked twice")
+    await live.receive(worksheet_id, client, client_peer.take_outbox()[0])
+    await saves.until_writing()
+    therapist_peer.text("was_hard").insert(0, "noted: Sunday evenings")
+    await live.receive(worksheet_id, therapist, therapist_peer.take_outbox()[0])
+
+    saves.release.set()
+    await until_revision(therapist, 2)
+    await live.close()
+
+    assert client.saved() == [0, 1, 2]
+    assert therapist.saved() == [0, 2]  # revision 1 did not hold the therapist's line
+    stored = json.loads((await stored_row(db, worksheet_id)).content)
+    assert (stored["went_well"], stored["was_hard"]) == ("walked twice", "noted: Sunday evenings")
