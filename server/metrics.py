@@ -196,6 +196,8 @@ class MeteredSwitchboard(Switchboard):
     def _count(self, kind: str) -> None:
         self._metrics.received[kind] += 1
 
+    relaying = _count  # a relayed message not parsed: counted as ``receiving`` would
+
     async def join(
         self,
         seat: Seat,

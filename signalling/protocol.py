@@ -223,6 +223,28 @@ _YJS_PREFIX = '{"type":"yjs",'
 _YJS_WORKSHEET = re.compile(r"w-[0-9A-Za-z_-]{1,30}")
 
 
+#: A ``candidate`` frame exactly as a browser writes one (``JSON.stringify`` of the
+#: ``RTCIceCandidate``'s four fields, in their order): the commonest signalling frame of all.
+#: Printable ASCII strings only, without quote or backslash, so the text is canonical (what
+#: ``encode`` would write) and every string within its field's limits as written.
+_PLAIN = r"[ !#-\[\]-~]"
+_CANDIDATE_FRAME = re.compile(
+    r'\{"type":"candidate","candidate":\{"candidate":"' + _PLAIN + r'{0,1024}"'
+    r',"sdpMid":(?:"' + _PLAIN + r'{0,64}"|null)'
+    r',"sdpMLineIndex":(?:0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}'
+    r"|655[0-2][0-9]|6553[0-5]|null)"
+    r'(?:,"usernameFragment":(?:"' + _PLAIN + r'{0,256}"|null))?\}\}'
+)
+CANDIDATE_PREFIX = '{"type":"candidate",'
+
+
+def plain_candidate(frame: str) -> bool:
+    """Whether ``frame`` is a ``candidate`` written as a browser writes one, which
+    ``parse_message`` accepts and ``encode`` writes back unchanged: it can be relayed as it
+    came, without being parsed (``Switchboard.relay_frame``).  Any other frame is parsed."""
+    return _CANDIDATE_FRAME.fullmatch(frame) is not None
+
+
 #: Each message type's decoder, made on first use (``MESSAGE_TYPES`` bounds it).
 _DECODERS: dict[str, Callable[[object], Message]] = {}
 

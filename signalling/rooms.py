@@ -329,6 +329,16 @@ class Registry:
         relayed = message if message.id is None else dataclasses.replace(message, id=None)
         return [Deliver(peer.handle, relayed)]
 
+    def relay_peer(self, actor: Handle) -> Handle | None:
+        """The connection ``relay`` would pass ``actor``'s message to: the other
+        participant's, when both are in the call; ``None`` whenever ``relay`` would do
+        anything else (refuse, drop, ignore)."""
+        sender = None if actor.watcher else self._participants.get(actor.participant)
+        if sender is None or sender.handle != actor or sender.state is not IN_CALL:
+            return None
+        peer = self._rooms[sender.appointment].peer_of(sender)
+        return peer.handle if peer is not None and peer.state is IN_CALL else None
+
     def chat(self, actor: Handle, message: Chat) -> list[Effect]:
         """Pass a chat line to the other participant; ``conflict`` if they are not in the
         call, so the sender can say it was not delivered.  Nothing is kept."""

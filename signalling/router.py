@@ -158,6 +158,11 @@ class Router:
             log.info("could not tell another instance that a socket went away")
         return True
 
+    def forwards(self, handle: Handle) -> bool:
+        """Whether messages from ``handle`` may be for rooms another instance holds (then
+        ``receive`` decides)."""
+        return handle.token in self._homes
+
     def heard(self, handle: Handle) -> None:
         """Something arrived for ``handle``: its ``hello`` was answered."""
         timer = self._unanswered.pop(handle.token, None)

@@ -23,14 +23,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from signalling.effects import Handle
 from signalling.errors import FATAL, CloseCode, ErrorCode, ProtocolError
 from signalling.lobby import Watcher
-from signalling.messages import Hello, IceServer, Message, Ping, Role
+from signalling.messages import Candidate, Hello, IceServer, Message, Ping, Role
 from signalling.participants import Seat
 from signalling.protocol import (
+    CANDIDATE_PREFIX,
     RATE_BURST,
     RATE_PER_SECOND,
     error_for,
     expect_hello,
     parse_message,
+    plain_candidate,
 )
 from signalling.switchboard import Connection, Switchboard
 from signalling.worksheet_messages import Editing, Yjs
@@ -143,6 +145,13 @@ class Session:
         if type(frame) is not str:
             await self._fail(ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are refused"))
             return
+        if self._handle is not None and frame.startswith(CANDIDATE_PREFIX):
+            # The commonest frame: relayed as it came when it is written as a browser
+            # writes it and the other participant is in the call here.
+            lane = self._switchboard.relay_lane(self._handle)
+            if lane is not None and plain_candidate(frame) and self._limiter.allow():
+                await self._switchboard.relay_frame(lane, Candidate.TYPE, frame)
+                return
         try:
             message = parse_message(frame)
         except ProtocolError as exc:

@@ -269,6 +269,22 @@ class Switchboard:
             error = ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE)
             await self._perform_locally(Deliver(handle, error_for(error, message)))
 
+    def relay_lane(self, handle: Handle) -> Connection | None:
+        """The connection a message relayed from ``handle`` goes to, if it can go there at
+        once: both participants in the call on this instance, and nothing ahead of it in the
+        outbox.  ``None``: the message takes the full way (``receive``)."""
+        if self._draining or (self._router is not None and self._router.forwards(handle)):
+            return None
+        peer = self.registry.relay_peer(handle)
+        return None if peer is None else self._reached(peer)
+
+    async def relay_frame(self, connection: Connection, kind: str, frame: str) -> None:
+        """Send a relayed frame, unparsed, to the connection ``relay_lane`` gave: what
+        ``receive`` does with the message, for a frame that ``encode`` would write the same
+        (``signalling.protocol.plain_candidate``)."""
+        self.relaying(kind)
+        await connection.send_frame(frame)
+
     async def _worksheet(self, handle: Handle, message: WorksheetCommand) -> None:
         sender = self.registry.participant(handle.participant)
         if handle.watcher or sender is None or sender.handle != handle:
@@ -421,6 +437,10 @@ class Switchboard:
     def receiving(self, handle: Handle, message: Message) -> None:
         """Called for each message a connection of this instance sent, before it is acted
         on (for the server's metrics)."""
+
+    def relaying(self, kind: str) -> None:
+        """Called for each message of type ``kind`` relayed by ``relay_frame``, unparsed,
+        instead of ``receiving`` (for the server's metrics)."""
 
     def delivering_error(self, error: Error) -> None:
         """Called for each ``error`` about to be sent to a connection of this instance (for

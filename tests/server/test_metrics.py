@@ -151,6 +151,11 @@ async def test_a_session_and_a_booking_show_in_the_scrape(
     await client.send({"type": "call-connected", "admitToConnectedMs": 840})
     await call_page.send({"type": "call-connected", "admitToConnectedMs": 10, "id": "y"})
     assert (await call_page.expect("error"))["error"] == "forbidden"
+    # A candidate as a browser writes it is relayed unparsed, and still counted.
+    line = "candidate:1 1 udp 2122260223 10.0.0.2 50000 typ host"
+    candidate = {"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "9fq2"}
+    await client.send({"type": "candidate", "candidate": candidate})
+    assert (await call_page.expect("candidate"))["candidate"] == candidate
     await round_trip(client, call_page)
     text, after = await scrape(cast)
 
@@ -165,6 +170,7 @@ async def test_a_session_and_a_booking_show_in_the_scrape(
     assert value(after, received, type="hello") == 2
     assert value(after, received, type="admit") == 2  # the client's too, refused
     assert value(after, received, type="ping") >= 2
+    assert value(after, received, type="candidate") == 1
     assert value(after, "alcove_signalling_errors_total", code="forbidden") == 2
     assert value(after, "alcove_admit_to_connected_seconds_count") == 1
     assert value(after, "alcove_admit_to_connected_seconds_sum") == 0.84

@@ -57,6 +57,8 @@ class RecordingConnection:
     def __init__(self, label: str = "", on_send: Callable[[Message], None] | None = None) -> None:
         self.label = label
         self.sent: list[Message] = []
+        #: The frames sent already encoded (``send_frame``), as they came.
+        self.frames: list[str] = []
         self.late: list[Message] = []
         self.close_code: int | None = None
         self.close_reason = ""
@@ -74,6 +76,8 @@ class RecordingConnection:
             self._on_send(message)
 
     async def send_frame(self, frame: str) -> None:
+        if not self.closed:
+            self.frames.append(frame)
         await self.send(parse_message(frame))
 
     async def close(self, code: int, reason: str) -> None:
