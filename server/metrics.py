@@ -196,7 +196,7 @@ class MeteredSwitchboard(Switchboard):
     def _count(self, kind: str) -> None:
         self._metrics.received[kind] += 1
 
-    relaying = _count  # a relayed message not parsed: counted as ``receiving`` would
+    relaying = _count  # a message passed on unparsed: counted as ``receiving`` would
 
     async def join(
         self,

@@ -73,6 +73,16 @@ class Forwarded(NamedTuple):
     frame: str
 
 
+class Passed(NamedTuple):
+    """A relayed message passed on unparsed, as the ``frame`` it came in (a frame that
+    ``encode`` would write the same: ``Switchboard.relay_frame``), of type ``kind``, for the
+    connection ``to``; it crosses to another instance as a ``Deliver`` does."""
+
+    to: Handle
+    kind: str
+    frame: str
+
+
 def channel_for(participant: str) -> str:
     """The fan-out channel on which a participant's connections receive their effects."""
     return f"alcove:participant:{participant}"
@@ -90,13 +100,15 @@ def channel_of(handle: Handle) -> str:
     return channel_for(handle.participant)
 
 
-def dump_effect(effect: Effect) -> str:
+def dump_effect(effect: Effect | Passed) -> str:
     """The JSON text of ``effect``, for the fan-out (``orjson``: this runs for every effect
     that crosses to another instance)."""
     address: dict[str, object] = {"participant": effect.to.participant, "token": effect.to.token}
     if effect.to.watcher:
         address["watcher"] = True
-    if isinstance(effect, Deliver):
+    if isinstance(effect, Passed):
+        data = {"kind": "deliver", **address, "type": effect.kind, "message": effect.frame}
+    elif isinstance(effect, Deliver):
         message = effect.message
         data = {"kind": "deliver", **address, "type": message.TYPE, "message": encode(message)}
     else:

@@ -18,6 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -106,8 +107,8 @@ class RedisLeases:
         return self._me
 
     @property
-    def held(self) -> frozenset[str]:
-        return frozenset(self._held)
+    def held(self) -> AbstractSet[str]:
+        return self._held
 
     async def owner(self, therapist: str) -> tuple[str, bool]:
         if therapist in self._held:

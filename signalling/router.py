@@ -20,9 +20,9 @@ from signalling.effects import Close, Deliver, Effect, Handle
 from signalling.errors import CloseCode, ErrorCode, ProtocolError
 from signalling.fanout import FanoutUnavailable, Subscription
 from signalling.lobby import Watcher
-from signalling.messages import DeviceSummary, IceServer, Message, Role
+from signalling.messages import Candidate, DeviceSummary, IceServer, Message, Role
 from signalling.participants import Seat
-from signalling.protocol import error_for
+from signalling.protocol import error_for, parse_message
 from signalling.routing import (
     MOVED_CHANNEL,
     Command,
@@ -70,10 +70,11 @@ class Router:
         #: The sockets whose forwarded ``hello`` has not been answered yet, by token.
         self._unanswered: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._me = leases.me
 
     @property
     def me(self) -> str:
-        return self._leases.me
+        return self._me
 
     def role_of(self, handle: Handle) -> Role | None:
         """The role of a socket attached here, wherever its rooms are held."""
@@ -121,9 +122,12 @@ class Router:
         command = Command("watch", watcher.therapist, handle, watcher=watcher)
         return await self._register(command, Role.THERAPIST)
 
-    async def receive(self, handle: Handle, message: Message) -> bool:
-        """Whether ``message`` was dealt with here (forwarded, or refused because the rooms
-        moved or cannot be reached); ``False``: the registry here holds the rooms."""
+    async def receive(
+        self, handle: Handle, message: Message | None = None, *, frame: str | None = None
+    ) -> bool:
+        """Whether ``message`` (or, unparsed, ``frame``: a ``plain_candidate``) was dealt
+        with here (forwarded, or refused because the rooms moved or cannot be reached);
+        ``False``: the registry here holds the rooms."""
         home = self._homes.get(handle.token)
         if home is None:
             return False
@@ -138,7 +142,7 @@ class Router:
         if owner == self.me:
             return False
         try:
-            command = Command("receive", home.therapist, handle, message=message)
+            command = Command("receive", home.therapist, handle, message=message, frame=frame)
             await self._switchboard.fanout.publish(inbox_channel(owner), dump_command(command))
         except FanoutUnavailable:
             await self._refuse(handle, message)
@@ -159,9 +163,12 @@ class Router:
         return True
 
     def forwards(self, handle: Handle) -> bool:
-        """Whether messages from ``handle`` may be for rooms another instance holds (then
-        ``receive`` decides)."""
-        return handle.token in self._homes
+        """Whether a message from ``handle`` may have to go to another instance (``receive``
+        decides); ``False``: its rooms are held here, or it is a forwarded one's."""
+        home = self._homes.get(handle.token)
+        if home is None:
+            return False
+        return home.owner != self._me or home.therapist not in self._leases.held
 
     def heard(self, handle: Handle) -> None:
         """Something arrived for ``handle``: its ``hello`` was answered."""
@@ -205,7 +212,7 @@ class Router:
             await self._announce(Moved(therapist, owner))
         return owner
 
-    async def _refuse(self, handle: Handle, message: Message) -> None:
+    async def _refuse(self, handle: Handle, message: Message | None) -> None:
         error = ProtocolError(ErrorCode.UNAVAILABLE, UNREACHABLE)
         await self._switchboard.perform_here([Deliver(handle, error_for(error, message))])
 
@@ -237,6 +244,15 @@ class Router:
                 effects = registry.watch(command.watcher, command.handle)
             elif command.op == "disconnect":
                 effects = registry.disconnect(command.handle)
+            elif command.op == "receive" and command.frame is not None:
+                # A candidate as a browser writes it: passed on unparsed if it can be.
+                peer = switchboard.relay_lane(command.handle)
+                if peer is not None:
+                    kind = Candidate.TYPE
+                    await switchboard.relay_frame(command.handle, peer, kind, command.frame)
+                else:
+                    await switchboard.receive_here(command.handle, parse_message(command.frame))
+                return
             elif command.op == "receive" and command.message is not None:
                 await switchboard.receive_here(command.handle, command.message)
                 return

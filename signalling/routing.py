@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -31,7 +32,7 @@ from signalling.effects import Handle
 from signalling.lobby import Watcher
 from signalling.messages import DeviceSummary, IceServer, Message, Role
 from signalling.participants import Seat
-from signalling.protocol import encode, parse_message
+from signalling.protocol import CANDIDATE_PREFIX, encode, parse_message, plain_candidate
 from signalling.wire import decode_struct, encode_struct
 
 #: Ownership changes are announced here, to every instance.
@@ -51,8 +52,9 @@ class Leases(Protocol):
         """This instance's id, unique among the running instances."""
 
     @property
-    def held(self) -> frozenset[str]:
-        """The therapists whose lease this instance holds."""
+    def held(self) -> AbstractSet[str]:
+        """The therapists whose lease this instance holds (asked for every message: it may
+        be a live view, to be read and not kept)."""
 
     async def owner(self, therapist: str) -> tuple[str, bool]:
         """The instance that owns ``therapist``'s rooms, taking the lease if nobody holds
@@ -88,6 +90,9 @@ class Command(NamedTuple):
     ice_servers: tuple[IceServer, ...] = ()
     devices: DeviceSummary | None = None
     message: Message | None = None
+    #: Instead of ``message``: a ``candidate`` frame written as a browser writes one
+    #: (``plain_candidate``), read at the owner only if it cannot be passed on unparsed.
+    frame: str | None = None
 
 
 def _seat_json(seat: Seat) -> dict[str, Any]:
@@ -138,6 +143,8 @@ def dump_command(command: Command) -> str:
         data["devices"] = encode_struct(command.devices)
     if command.message is not None:
         data["message"] = encode(command.message)
+    elif command.frame is not None:
+        data["message"] = command.frame
     return orjson.dumps(data).decode()
 
 
@@ -150,9 +157,10 @@ def load_command(payload: str) -> Command:
             raise ValueError(f"unknown op {op!r}")
         handle = Handle(str(data["participant"]), str(data["token"]), data["watcher"] is True)
         if op == "receive":  # by far the commonest: a message, and nothing else
-            return Command(
-                op, str(data["therapist"]), handle, message=parse_message(str(data["message"]))
-            )
+            frame = str(data["message"])
+            if frame.startswith(CANDIDATE_PREFIX) and plain_candidate(frame):
+                return Command(op, str(data["therapist"]), handle, frame=frame)
+            return Command(op, str(data["therapist"]), handle, message=parse_message(frame))
         lobby = data.get("lobby")
         devices = data.get("devices")
         message = data.get("message")

@@ -145,13 +145,15 @@ class Session:
         if type(frame) is not str:
             await self._fail(ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are refused"))
             return
-        if self._handle is not None and frame.startswith(CANDIDATE_PREFIX):
-            # The commonest frame: relayed as it came when it is written as a browser
-            # writes it and the other participant is in the call here.
-            lane = self._switchboard.relay_lane(self._handle)
-            if lane is not None and plain_candidate(frame) and self._limiter.allow():
-                await self._switchboard.relay_frame(lane, Candidate.TYPE, frame)
-                return
+        # The commonest frame: passed on as it came when it is written as a browser writes
+        # it, to the other participant in the call or to the instance holding the rooms.
+        handle = self._handle
+        if (
+            handle is not None
+            and frame.startswith(CANDIDATE_PREFIX)
+            and await self._pass_on(handle, frame)
+        ):
+            return
         try:
             message = parse_message(frame)
         except ProtocolError as exc:
@@ -167,6 +169,22 @@ class Session:
             await self._switchboard.send(self._handle, error_for(error, message))
         else:
             await self._switchboard.receive(self._handle, message)
+
+    async def _pass_on(self, handle: Handle, frame: str) -> bool:
+        """Pass a ``candidate`` frame on unparsed if it is a ``plain_candidate`` and can be
+        (to the peer in the call, or to the instance holding the rooms); whether it was."""
+        switchboard = self._switchboard
+        peer = switchboard.relay_lane(handle)
+        if peer is None and not switchboard.forwards(handle):
+            return False
+        if not plain_candidate(frame) or not self._limiter.allow():
+            return False  # the full way says what is wrong, or that it is too fast
+        switchboard.relaying(Candidate.TYPE)
+        if peer is not None:
+            await switchboard.relay_frame(handle, peer, Candidate.TYPE, frame)
+        elif not await switchboard.forward_frame(handle, frame):
+            await switchboard.receive_here(handle, parse_message(frame))  # held here after all
+        return True
 
     async def ping(self, ts: float) -> None:
         """Send the periodic ``ping``."""

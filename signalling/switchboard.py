@@ -31,6 +31,7 @@ from signalling.effects import (
     Effect,
     Forwarded,
     Handle,
+    Passed,
     channel_of,
     dump_effect,
     load_effect,
@@ -138,7 +139,7 @@ class Switchboard:
         #: The same connections by handle: the lookup for every message sent.
         self._attached: dict[Handle, Connection] = {}
         self._subscriptions: dict[str, Subscription] = {}
-        self._outbox: collections.deque[Effect] = collections.deque()
+        self._outbox: collections.deque[Effect | Passed] = collections.deque()
         self._draining = False
         self._resume: set[asyncio.Task[None]] = set()
         #: Effects lost because the fan-out was down and their connection is elsewhere.
@@ -269,21 +270,38 @@ class Switchboard:
             error = ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE)
             await self._perform_locally(Deliver(handle, error_for(error, message)))
 
-    def relay_lane(self, handle: Handle) -> Connection | None:
+    def relay_lane(self, handle: Handle) -> Handle | None:
         """The connection a message relayed from ``handle`` goes to, if it can go there at
-        once: both participants in the call on this instance, and nothing ahead of it in the
-        outbox.  ``None``: the message takes the full way (``receive``)."""
+        once: the rooms are held here, both participants are in the call, and nothing waits
+        in the outbox ahead of it.  ``None``: the message takes the full way
+        (``receive``)."""
         if self._draining or (self._router is not None and self._router.forwards(handle)):
             return None
-        peer = self.registry.relay_peer(handle)
-        return None if peer is None else self._reached(peer)
+        return self.registry.relay_peer(handle)
 
-    async def relay_frame(self, connection: Connection, kind: str, frame: str) -> None:
-        """Send a relayed frame, unparsed, to the connection ``relay_lane`` gave: what
-        ``receive`` does with the message, for a frame that ``encode`` would write the same
-        (``signalling.protocol.plain_candidate``)."""
-        self.relaying(kind)
-        await connection.send_frame(frame)
+    def forwards(self, handle: Handle) -> bool:
+        """Whether a message from ``handle`` may have to go to another instance."""
+        return self._router is not None and self._router.forwards(handle)
+
+    async def forward_frame(self, handle: Handle, frame: str) -> bool:
+        """Send a ``plain_candidate`` frame, unparsed, to the instance holding ``handle``'s
+        rooms, as ``receive`` sends a message there; ``False``: they are held here after
+        all (take the way of ``receive_here``)."""
+        return self._router is not None and await self._router.receive(handle, frame=frame)
+
+    async def relay_frame(self, sender: Handle, peer: Handle, kind: str, frame: str) -> None:
+        """Pass a relayed frame on, unparsed, to the connection ``relay_lane`` gave: here,
+        or through the fan-out.  What ``receive_here`` does with the message, for a frame
+        that ``encode`` would write the same (``signalling.protocol.plain_candidate``)."""
+        connection = self._reached(peer)
+        if connection is not None:
+            await connection.send_frame(frame)
+            return
+        lost = self.undelivered
+        await self._publish((Passed(peer, kind, frame),))
+        if self.undelivered > lost:
+            error = ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE)
+            await self._perform_locally(Deliver(sender, error_for(error)))
 
     async def _worksheet(self, handle: Handle, message: WorksheetCommand) -> None:
         sender = self.registry.participant(handle.participant)
@@ -367,7 +385,7 @@ class Switchboard:
         for effect in effects:
             await self._perform_locally(effect)
 
-    async def _publish(self, effects: Sequence[Effect]) -> None:
+    async def _publish(self, effects: Sequence[Effect | Passed]) -> None:
         self._outbox.extend(effects)
         if self._draining:
             return  # the running drain loop will get to them, in order
@@ -411,11 +429,14 @@ class Switchboard:
         if connection is not None:
             await connection.send_frame(forwarded.frame)
 
-    async def _perform_locally(self, effect: Effect) -> bool:
+    async def _perform_locally(self, effect: Effect | Passed) -> bool:
         """Carry out ``effect`` if its connection is attached here; whether it was."""
         connection = self._reached(effect.to)
         if connection is None:
             return False  # another instance's connection, or one already closed
+        if isinstance(effect, Passed):
+            await connection.send_frame(effect.frame)
+            return True
         if isinstance(effect, Close):
             await self._detach(effect.to)
             await connection.close(int(effect.code), effect.reason)

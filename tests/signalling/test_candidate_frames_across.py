@@ -1,0 +1,158 @@
+"""A ``candidate`` written as a browser writes it crosses instances unparsed, both ways: to
+the instance holding the rooms as a command carrying the frame, and from there to the
+other participant's instance as the frame itself; refused as clearly as any message when
+the other instance cannot be reached."""
+
+from __future__ import annotations
+
+import pytest
+
+from signalling import router, routing
+from signalling import session as session_module
+from signalling.effects import Handle
+from signalling.errors import ErrorCode
+from signalling.fanout import LocalFanout
+from signalling.lobby import Watcher
+from signalling.messages import Admit, Candidate, Error, Hello, Message, Role
+from signalling.participants import Seat
+from signalling.protocol import parse_message
+from signalling.rooms import Registry
+from signalling.routing import Command, dump_command, load_command
+from signalling.session import Session
+from signalling.switchboard import Switchboard
+from tests.signalling.fakes import (
+    Clock,
+    Joined,
+    RecordingConnection,
+    client_seat,
+    errors,
+    therapist_seat,
+)
+from tests.signalling.test_candidate_frames import LINE, browser_frame, fields
+from tests.signalling.test_routing import Instance
+from tests.signalling.test_switchboard_outage import Broker
+
+UP = browser_frame(fields(f"{LINE} up", usernameFragment="c1ie"))
+DOWN = browser_frame(fields(f"{LINE} down", usernameFragment="th3r"))
+
+
+def person(switchboard: Switchboard, seat: Seat) -> tuple[Session, RecordingConnection]:
+    """A socket's session for ``seat`` on ``switchboard``."""
+
+    async def resolve(hello: Hello) -> Seat | Watcher:
+        return seat
+
+    connection = RecordingConnection(seat.role.value)
+    return Session(switchboard, connection, role=seat.role, resolve=resolve), connection
+
+
+async def hello(session: Session, seat: Seat) -> Handle:
+    appointment = ',"appointment":"a-1"' if seat.role is Role.THERAPIST else ""
+    await session.receive('{"type":"hello","version":1' + appointment + "}")
+    assert session.handle is not None
+    return session.handle
+
+
+def candidates(connection: RecordingConnection) -> list[str]:
+    """The ``candidate`` frames ``connection`` was sent as they came."""
+    return [frame for frame in connection.frames if frame.startswith('{"type":"candidate"')]
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The frames parsed anywhere on the way: by a session, or reading a command."""
+    frames: list[str] = []
+
+    def parse(frame: str | bytes) -> Message:
+        frames.append(frame if isinstance(frame, str) else frame.decode())
+        return parse_message(frame)
+
+    for module in (session_module, routing, router):
+        monkeypatch.setattr(module, "parse_message", parse)
+    return frames
+
+
+async def call_across() -> tuple[Instance, Instance, list[tuple[Session, RecordingConnection]]]:
+    """The therapist's session on east (which takes the rooms), the client's on west, both
+    in the call."""
+    fanout, store = LocalFanout(), dict[str, str]()
+    east, west = Instance("east", fanout, store), Instance("west", fanout, store)
+    await east.switchboard.start()
+    await west.switchboard.start()
+    therapist = person(east.switchboard, therapist_seat())
+    client = person(west.switchboard, client_seat())
+    host = await hello(therapist[0], therapist_seat())
+    await hello(client[0], client_seat())
+    await east.switchboard.receive(host, Admit(participant="c-1"))
+    therapist[1].clear()
+    client[1].clear()
+    return east, west, [therapist, client]
+
+
+async def test_a_browser_candidate_crosses_instances_unparsed_both_ways(parsed: list[str]) -> None:
+    _, _, [(therapist, therapist_socket), (client, client_socket)] = await call_across()
+
+    await client.receive(UP)  # west -> the owner, east -> the therapist's socket
+    await therapist.receive(DOWN)  # east -> west -> the client's socket
+
+    assert candidates(therapist_socket) == [UP]
+    assert candidates(client_socket) == [DOWN]
+    assert UP not in parsed and DOWN not in parsed
+    assert therapist_socket.of(Error) == client_socket.of(Error) == []
+
+
+async def test_a_candidate_with_an_id_still_crosses_parsed_and_without_its_id(
+    parsed: list[str],
+) -> None:
+    _, _, [(_, therapist_socket), (client, _)] = await call_across()
+    frame = browser_frame(fields(), id="c-9")
+
+    await client.receive(frame)
+
+    assert frame in parsed
+    assert [c.id for c in therapist_socket.of(Candidate)] == [None]
+
+
+async def test_while_the_owner_cannot_be_found_a_plain_candidate_is_refused_as_unavailable() -> (
+    None
+):
+    _, west, [(_, therapist_socket), (client, client_socket)] = await call_across()
+    west.leases.down = True
+
+    await client.receive(UP)
+
+    assert [e.error for e in client_socket.of(Error)] == [ErrorCode.UNAVAILABLE]
+    assert client_socket.close_code is None
+    assert candidates(therapist_socket) == []
+
+
+async def test_a_candidate_for_another_instance_while_the_broker_is_down_gets_unavailable() -> None:
+    broker = Broker()
+    shared = Registry(clock=Clock())  # as the rooms will be, once they are shared
+    here, there = Switchboard(broker, shared), Switchboard(broker, shared)
+    therapist = Joined(await there.join(therapist_seat(), t_conn := RecordingConnection()), t_conn)
+    client, client_socket = person(here, client_seat())
+    handle = await hello(client, client_seat())
+    await there.receive(therapist.handle, Admit(participant="c-1"))
+    broker.down = True
+
+    await client.receive(UP)
+
+    assert [e.error for e in client_socket.of(Error)] == [ErrorCode.UNAVAILABLE]
+    assert candidates(t_conn) == []
+    broker.down = False
+    await client.receive(UP)
+    assert candidates(t_conn) == [UP]
+    assert errors(Joined(handle, client_socket)) == [(ErrorCode.UNAVAILABLE, None)]
+
+
+def test_a_command_carries_a_plain_candidate_as_its_frame_and_anything_else_parsed() -> None:
+    handle = Handle("c-1", "tok")
+    plain = Command("receive", "t-1", handle, frame=UP)
+    with_id = browser_frame(fields(), id="c-9")
+
+    assert load_command(dump_command(plain)) == plain
+    assert load_command(dump_command(Command("receive", "t-1", handle, message=parse_message(UP))))
+    assert load_command(dump_command(plain)).message is None
+    loaded = load_command(dump_command(Command("receive", "t-1", handle, frame=with_id)))
+    assert loaded.frame is None and loaded.message == parse_message(with_id)
