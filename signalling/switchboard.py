@@ -460,8 +460,9 @@ class Switchboard:
         on (for the server's metrics)."""
 
     def relaying(self, kind: str) -> None:
-        """Called for each message of type ``kind`` relayed by ``relay_frame``, unparsed,
-        instead of ``receiving`` (for the server's metrics)."""
+        """Called for each message of type ``kind`` a connection of this instance sent that
+        is passed on unparsed (``relay_frame``, ``forward_frame``) instead of ``receiving``
+        (for the server's metrics)."""
 
     def delivering_error(self, error: Error) -> None:
         """Called for each ``error`` about to be sent to a connection of this instance (for
