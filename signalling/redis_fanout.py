@@ -43,7 +43,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from signalling.fanout import Callback, FanoutUnavailable, Subscription
 
@@ -91,6 +91,17 @@ def _publish_commands(batch: list[tuple[str, str]]) -> bytes:
             data,
         )
     return bytes(out)
+
+
+def _reader_of(connection: AbstractConnection) -> Callable[[], Awaitable[Any]]:
+    """What reads ``connection``'s next reply: its parser's own ``read_response`` where it
+    has one.  redis-py's connection wraps that in two more layers for every reply, for
+    timeouts and health checks this fan-out does not use (it sets no socket timeout and
+    times each batch itself); an error reply is returned, not raised, and the caller raises
+    it as the connection would."""
+    parser = getattr(connection, "_parser", None)
+    read = getattr(parser, "read_response", None)
+    return read if callable(read) else connection.read_response
 
 
 def redis_location(url: str) -> str:
@@ -300,8 +311,11 @@ class RedisFanout:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await connection.send_packed_command(_publish_commands(batch), check_health=False)
+                read = _reader_of(connection)
                 for _ in batch:
-                    await connection.read_response()
+                    reply = await read()
+                    if isinstance(reply, ResponseError):
+                        raise reply
         except BaseException:
             # The connection's state is unknown (a reply may be half read): never reuse it.
             self._writer_connection = None
@@ -415,8 +429,11 @@ class RedisFanout:
         if connection is None:
             raise ConnectionError("the subscriber connection is not open")
         channels = self._channels
+        read = _reader_of(connection)
         while True:
-            reply = await connection.read_response()
+            reply = await read()
+            if isinstance(reply, ResponseError):
+                raise reply
             if not isinstance(reply, list) or len(reply) != 3:
                 continue  # a PONG, or nothing this fan-out asked for
             kind, channel, data = reply

@@ -35,7 +35,7 @@ from tests.conftest import (
     make_settings,
 )
 from tests.support.arrange import make_appointment
-from tests.support.instances import private_redis
+from tests.support.instances import eventually, private_redis
 from tests.support.signalling_client import SignallingClient, client_session, sign_in_session
 
 REDIS_URL = os.environ.get("ALCOVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -400,3 +400,37 @@ async def test_the_first_payload_after_redis_restarted_is_not_lost(
 
 async def _set(event: asyncio.Event) -> None:
     event.set()
+
+
+async def test_a_publish_redis_refuses_is_reported_lost_and_the_next_one_goes_through(
+    fanouts: Factory, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Replies are read from redis-py's parser, past its connection's own checks: an error
+    # reply must still count as a failed publish, not pass unnoticed.
+    async with private_redis(tmp_path / "redis") as redis:
+        publisher, subscriber = await fanouts(redis.url), await fanouts(redis.url)
+        inbox = Inbox()
+        await subscriber.subscribe(f"{prefix}c", inbox)
+        admin = Redis.from_url(redis.url, decode_responses=True)
+        try:
+            await admin.acl_setuser("default", enabled=True, nopass=True, commands=["-publish"])
+            await publisher.publish(f"{prefix}c", "refused")
+
+            async def dropped() -> bool | None:
+                return True if "1 payloads dropped" in caplog.text else None
+
+            await eventually(dropped, "the refused payload reported lost")
+            await admin.acl_setuser("default", enabled=True, nopass=True, commands=["+publish"])
+
+            async def accepted() -> bool | None:
+                try:
+                    await publisher.publish(f"{prefix}c", "accepted")
+                except FanoutUnavailable:  # until its ping has found Redis again
+                    return None
+                return True
+
+            await eventually(accepted, "publishing again")
+        finally:
+            await admin.aclose()
+
+        assert await inbox.wait_for(1) == ["accepted"]
