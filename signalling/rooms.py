@@ -333,8 +333,8 @@ class Registry:
         """The connection ``relay`` would pass ``actor``'s message to: the other
         participant's, when both are in the call; ``None`` whenever ``relay`` would do
         anything else (refuse, drop, ignore)."""
-        sender = None if actor.watcher else self._participants.get(actor.participant)
-        if sender is None or sender.handle != actor or sender.state is not IN_CALL:
+        sender = self._current(actor)
+        if sender is None or sender.state is not IN_CALL:
             return None
         peer = self._rooms[sender.appointment].peer_of(sender)
         return peer.handle if peer is not None and peer.state is IN_CALL else None

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signalling import session as session_module
 from signalling.errors import ErrorCode
 from signalling.lobby import Watcher
-from signalling.messages import Candidate, Error, Hello, MediaState, Message, Role
+from signalling.messages import Candidate, Error, Hello, MediaState, Message
 from signalling.participants import Seat
 from signalling.protocol import encode, parse_message, plain_candidate
 from signalling.session import RateLimiter, Session
+from signalling.switchboard import Switchboard
 from tests.signalling.fakes import Board, RecordingConnection, client_seat, therapist_seat
 
 LINE = "candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 0.0.0.0 rport 0"
@@ -97,6 +97,20 @@ def test_anything_else_is_not_plain(frame: str) -> None:
 # --- the short way in a session -----------------------------------------------------------
 
 
+def seated(
+    switchboard: Switchboard,
+    seat: Seat,
+    connection: RecordingConnection,
+    limiter: RateLimiter | None = None,
+) -> Session:
+    """A socket's session on ``switchboard``, whose ``hello`` is resolved to ``seat``."""
+
+    async def resolve(hello: Hello) -> Seat | Watcher:
+        return seat
+
+    return Session(switchboard, connection, role=seat.role, resolve=resolve, limiter=limiter)
+
+
 class Call:
     """A therapist and a client, each on a session of their own, on one switchboard."""
 
@@ -109,21 +123,9 @@ class Call:
         self.board = Board()
         self.therapist_socket = therapist_socket or RecordingConnection("therapist")
         self.client_socket = RecordingConnection("client")
-        self.therapist = self._session(Role.THERAPIST, therapist_seat(), self.therapist_socket)
-        self.client = self._session(Role.CLIENT, client_seat(), self.client_socket, limiter)
-
-    def _session(
-        self,
-        role: Role,
-        seat: Seat,
-        connection: RecordingConnection,
-        limiter: RateLimiter | None = None,
-    ) -> Session:
-        async def resolve(hello: Hello) -> Seat | Watcher:
-            return seat
-
         switchboard = self.board.switchboard
-        return Session(switchboard, connection, role=role, resolve=resolve, limiter=limiter)
+        self.therapist = seated(switchboard, therapist_seat(), self.therapist_socket)
+        self.client = seated(switchboard, client_seat(), self.client_socket, limiter)
 
     async def start(self, *, admit: bool = True) -> None:
         await self.therapist.receive('{"type":"hello","version":1,"appointment":"a-1"}')
@@ -133,19 +135,6 @@ class Call:
             await self.board.switchboard.admit(self.therapist.handle, "c-1")
         self.therapist_socket.clear()
         self.client_socket.clear()
-
-
-@pytest.fixture
-def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The frames the sessions parse."""
-    frames: list[str] = []
-
-    def parse(frame: str | bytes) -> Message:
-        frames.append(frame if isinstance(frame, str) else frame.decode())
-        return parse_message(frame)
-
-    monkeypatch.setattr(session_module, "parse_message", parse)
-    return frames
 
 
 async def test_a_browser_candidate_in_the_call_is_relayed_as_it_came_without_being_parsed(

@@ -5,15 +5,10 @@ the other instance cannot be reached."""
 
 from __future__ import annotations
 
-import pytest
-
-from signalling import router, routing
-from signalling import session as session_module
 from signalling.effects import Handle
 from signalling.errors import ErrorCode
 from signalling.fanout import LocalFanout
-from signalling.lobby import Watcher
-from signalling.messages import Admit, Candidate, Error, Hello, Message, Role
+from signalling.messages import Admit, Candidate, Error, Role
 from signalling.participants import Seat
 from signalling.protocol import parse_message
 from signalling.rooms import Registry
@@ -28,7 +23,7 @@ from tests.signalling.fakes import (
     errors,
     therapist_seat,
 )
-from tests.signalling.test_candidate_frames import LINE, browser_frame, fields
+from tests.signalling.test_candidate_frames import LINE, browser_frame, fields, seated
 from tests.signalling.test_routing import Instance
 from tests.signalling.test_switchboard_outage import Broker
 
@@ -37,13 +32,9 @@ DOWN = browser_frame(fields(f"{LINE} down", usernameFragment="th3r"))
 
 
 def person(switchboard: Switchboard, seat: Seat) -> tuple[Session, RecordingConnection]:
-    """A socket's session for ``seat`` on ``switchboard``."""
-
-    async def resolve(hello: Hello) -> Seat | Watcher:
-        return seat
-
+    """A socket's session for ``seat`` on ``switchboard``, and its connection."""
     connection = RecordingConnection(seat.role.value)
-    return Session(switchboard, connection, role=seat.role, resolve=resolve), connection
+    return seated(switchboard, seat, connection), connection
 
 
 async def hello(session: Session, seat: Seat) -> Handle:
@@ -56,20 +47,6 @@ async def hello(session: Session, seat: Seat) -> Handle:
 def candidates(connection: RecordingConnection) -> list[str]:
     """The ``candidate`` frames ``connection`` was sent as they came."""
     return [frame for frame in connection.frames if frame.startswith('{"type":"candidate"')]
-
-
-@pytest.fixture
-def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The frames parsed anywhere on the way: by a session, or reading a command."""
-    frames: list[str] = []
-
-    def parse(frame: str | bytes) -> Message:
-        frames.append(frame if isinstance(frame, str) else frame.decode())
-        return parse_message(frame)
-
-    for module in (session_module, routing, router):
-        monkeypatch.setattr(module, "parse_message", parse)
-    return frames
 
 
 async def call_across() -> tuple[Instance, Instance, list[tuple[Session, RecordingConnection]]]:
