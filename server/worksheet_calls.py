@@ -35,6 +35,7 @@ from signalling.messages import Message, Role
 from signalling.participants import ADMITTED, IN_CALL, Participant
 from signalling.switchboard import Switchboard
 from signalling.worksheet_messages import (
+    BASE64,
     Editing,
     WorksheetClose,
     WorksheetClosed,
@@ -121,22 +122,11 @@ class CallWorksheets:
             case WorksheetClose():
                 await self._close(appointment_id, await self._current(appointment_id, message))
             case Yjs():
-                # A keystroke: what it needs is known here once the call has seen one, and
-                # is then found without awaiting a coroutine.
-                worksheet_id = self._known_current(appointment_id, message)
-                if worksheet_id is None:
-                    worksheet_id = await self._current(appointment_id, message)
-                subscriber = self._known_subscriber(appointment_id, sender.id)
-                if subscriber is None:
-                    subscriber = await self._subscriber(appointment_id, sender)
+                worksheet_id = await self._current(appointment_id, message)
+                subscriber = await self._subscriber(appointment_id, sender)
                 if not self._live.is_subscribed(worksheet_id, sender.id):
                     await self._attach(appointment_id, worksheet_id, sender)
-                try:
-                    await self._live.receive(worksheet_id, subscriber, message.data)
-                except WorksheetGone:
-                    raise ProtocolError(ErrorCode.NOT_FOUND, _NOT_FOUND) from None
-                except (SyncError, LimitError) as error:
-                    raise ProtocolError(ErrorCode.WORKSHEET_REFUSED, str(error)) from None
+                await self._receive(worksheet_id, subscriber, message.data)
             case Editing():
                 worksheet_id = await self._current(appointment_id, message)
                 subscriber = await self._subscriber(appointment_id, sender)
@@ -144,6 +134,35 @@ class CallWorksheets:
                     await self._live.editing(worksheet_id, subscriber, message.field)
                 except WorksheetGone:
                     raise ProtocolError(ErrorCode.NOT_FOUND, _NOT_FOUND) from None
+
+    async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
+        """A ``yjs`` message not parsed, taken if the worksheet it names is open in the call
+        and ``sender`` may write it and has it open here: everything a keystroke needs is
+        then known without awaiting anything.  ``False`` (having done nothing) otherwise,
+        and for data its decoder refuses: ``handle`` says what is wrong."""
+        appointment_id = parse_appointment_ref(sender.appointment)
+        if appointment_id is None or not _may_see(sender):
+            return False
+        worksheet_id = self._open_ids.get(appointment_id)
+        if worksheet_id is None or parse_worksheet_ref(worksheet) != worksheet_id:
+            return False
+        subscriber = self._known_subscriber(appointment_id, sender.id)
+        if subscriber is None or not self._live.is_subscribed(worksheet_id, sender.id):
+            return False
+        try:
+            update = BASE64.decode(data, "data")
+        except ProtocolError:
+            return False
+        await self._receive(worksheet_id, subscriber, update)
+        return True
+
+    async def _receive(self, worksheet_id: int, subscriber: CallSubscriber, data: bytes) -> None:
+        try:
+            await self._live.receive(worksheet_id, subscriber, data)
+        except WorksheetGone:
+            raise ProtocolError(ErrorCode.NOT_FOUND, _NOT_FOUND) from None
+        except (SyncError, LimitError) as error:
+            raise ProtocolError(ErrorCode.WORKSHEET_REFUSED, str(error)) from None
 
     async def _open(self, appointment_id: int, message: WorksheetOpen) -> None:
         people = await self._people_of(appointment_id)
@@ -215,11 +234,6 @@ class CallWorksheets:
         if open_id is None or _named(message) != open_id:
             raise ProtocolError(ErrorCode.NOT_FOUND, _NOT_FOUND)
         return open_id
-
-    def _known_current(self, appointment_id: int, message: Message) -> int | None:
-        """``_current``, if the open worksheet is known here and ``message`` names it."""
-        open_id = self._open_ids.get(appointment_id)
-        return open_id if open_id is not None and _named(message) == open_id else None
 
     async def _open_worksheet(self, appointment_id: int) -> int | None:
         """The worksheet open in the call: remembered once read, since every keystroke asks."""

@@ -218,7 +218,7 @@ def _canonical(text: str) -> object:
 _YJS_FRAME = re.compile(
     r'\{"type":"yjs","worksheet":"(w-[0-9]{1,30})","data":"([A-Za-z0-9+/]*={0,2})"\}'
 )
-_YJS_PREFIX = '{"type":"yjs",'
+YJS_PREFIX = '{"type":"yjs",'
 #: A worksheet id that needs no escaping in JSON, for encoding.
 _YJS_WORKSHEET = re.compile(r"w-[0-9A-Za-z_-]{1,30}")
 
@@ -238,6 +238,17 @@ _CANDIDATE_FRAME = re.compile(
 CANDIDATE_PREFIX = '{"type":"candidate",'
 
 
+def plain_yjs(frame: str) -> tuple[str, str] | None:
+    """The worksheet and the base64 data of a ``yjs`` frame written as a browser writes one
+    (the shape ``parse_message`` reads without its JSON decoder), for a keystroke's short
+    way (``Switchboard.keystroke``); None for any other frame, which is parsed.  The data is
+    not checked here: its decoder checks it as ``parse_message`` would."""
+    if len(frame) > MAX_FRAME_BYTES:
+        return None
+    match = _YJS_FRAME.fullmatch(frame)
+    return None if match is None else (match[1], match[2])
+
+
 def plain_candidate(frame: str) -> bool:
     """Whether ``frame`` is a ``candidate`` written as a browser writes one, which
     ``parse_message`` accepts and ``encode`` writes back unchanged: it can be relayed as it
@@ -255,7 +266,7 @@ def parse_message(frame: str | bytes) -> Message:
     ``too-large`` for a frame over ``MAX_FRAME_BYTES``; ``unknown-type`` for a ``type`` this
     version does not have; ``bad-message`` for everything else that is wrong.
     """
-    if type(frame) is str and frame.startswith(_YJS_PREFIX) and len(frame) <= MAX_FRAME_BYTES:
+    if type(frame) is str and frame.startswith(YJS_PREFIX) and len(frame) <= MAX_FRAME_BYTES:
         match = _YJS_FRAME.fullmatch(frame)
         if match is not None:
             fields = {"worksheet": match[1], "data": match[2]}

@@ -29,10 +29,12 @@ from signalling.protocol import (
     CANDIDATE_PREFIX,
     RATE_BURST,
     RATE_PER_SECOND,
+    YJS_PREFIX,
     error_for,
     expect_hello,
     parse_message,
     plain_candidate,
+    plain_yjs,
 )
 from signalling.switchboard import Connection, Switchboard
 from signalling.worksheet_messages import Editing, Yjs
@@ -148,12 +150,12 @@ class Session:
         # The commonest frame: passed on as it came when it is written as a browser writes
         # it, to the other participant in the call or to the instance holding the rooms.
         handle = self._handle
-        if (
-            handle is not None
-            and frame.startswith(CANDIDATE_PREFIX)
-            and await self._pass_on(handle, frame)
-        ):
-            return
+        if handle is not None:
+            if frame.startswith(CANDIDATE_PREFIX):
+                if await self._pass_on(handle, frame):
+                    return
+            elif frame.startswith(YJS_PREFIX) and await self._keystroke(handle, frame):
+                return
         try:
             message = parse_message(frame)
         except ProtocolError as exc:
@@ -185,6 +187,19 @@ class Session:
         elif not await switchboard.forward_frame(handle, frame):
             await switchboard.receive_here(handle, parse_message(frame))  # held here after all
         return True
+
+    async def _keystroke(self, handle: Handle, frame: str) -> bool:
+        """Hand a ``yjs`` frame to the worksheet without parsing it into a message, if it is
+        written as a browser writes one and its worksheet is open here for the sender
+        (``Switchboard.keystroke``); whether it was."""
+        switchboard = self._switchboard
+        sender = switchboard.worksheet_lane(handle)
+        if sender is None:
+            return False
+        fields = plain_yjs(frame)
+        if fields is None or not self._sync_limiter.allow():
+            return False  # the full way says what is wrong, or that it is too fast
+        return await switchboard.keystroke(sender, fields[0], fields[1])
 
     async def ping(self, ts: float) -> None:
         """Send the periodic ``ping``."""

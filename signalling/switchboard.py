@@ -102,6 +102,12 @@ class WorksheetHandler(Protocol):
 
     async def handle(self, sender: Participant, message: WorksheetCommand) -> None: ...
 
+    async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
+        """``handle`` for a ``yjs`` message not parsed (its ``worksheet`` and base64 ``data``
+        as the frame has them), if the worksheet it names is the one open for ``sender``
+        here; ``False`` (having done nothing): ``handle`` it after all."""
+        ...
+
 
 UNAVAILABLE_VALUE = (
     "the other person could not be reached just now (the servers lost touch with each "
@@ -275,7 +281,9 @@ class Switchboard:
         once: the rooms are held here, both participants are in the call, and nothing waits
         in the outbox ahead of it.  ``None``: the message takes the full way
         (``receive``)."""
-        if self._draining or (self._router is not None and self._router.forwards(handle)):
+        if self._draining or self._outbox:
+            return None
+        if self._router is not None and self._router.forwards(handle):
             return None
         return self.registry.relay_peer(handle)
 
@@ -303,6 +311,40 @@ class Switchboard:
             error = ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE)
             await self._perform_locally(Deliver(sender, error_for(error)))
 
+    def worksheet_lane(self, handle: Handle) -> Participant | None:
+        """The sender a ``yjs`` frame from ``handle`` may be handed to the worksheet handler
+        as (``keystroke``): a live participant whose rooms are held here.  ``None``: the
+        message takes the full way (``receive``)."""
+        if self.worksheets is None or handle.watcher:
+            return None
+        if self._router is not None and self._router.forwards(handle):
+            return None
+        sender = self.registry.participant(handle.participant)
+        return sender if sender is not None and sender.handle == handle else None
+
+    async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
+        """``receive_here`` for a ``yjs`` frame not parsed, from the sender ``worksheet_lane``
+        gave, with the worksheet and base64 data the frame has; ``False`` (having done
+        nothing): it takes the full way after all."""
+        assert sender.handle is not None and self.worksheets is not None
+        try:
+            taken = await self.worksheets.keystroke(sender, worksheet, data)
+        except ProtocolError as exc:
+            self.relaying(Yjs.TYPE)
+            await self._publish((Deliver(sender.handle, error_for(exc)),))
+            return True
+        except Exception:
+            log.exception("the worksheet handler failed on %s", Yjs.TYPE)
+            self.relaying(Yjs.TYPE)
+            error = ProtocolError(
+                ErrorCode.WORKSHEET_REFUSED, f"{Yjs.TYPE} could not be handled; try again"
+            )
+            await self._publish((Deliver(sender.handle, error_for(error)),))
+            return True
+        if taken:
+            self.relaying(Yjs.TYPE)
+        return taken
+
     async def _worksheet(self, handle: Handle, message: WorksheetCommand) -> None:
         sender = self.registry.participant(handle.participant)
         if handle.watcher or sender is None or sender.handle != handle:
@@ -323,7 +365,17 @@ class Switchboard:
 
     async def send(self, handle: Handle, message: Message) -> None:
         """Send ``message`` to the connection ``handle``, in order with everything else."""
-        await self._publish([Deliver(handle, message)])
+        if not (self._draining or self._outbox) and type(message) is not Error:
+            # Nothing is waiting to go out ahead of it: to a connection attached here, it
+            # goes straight to the socket (the drain loop would do no more).
+            connection = self._reached(handle)
+            if connection is not None:
+                try:
+                    await connection.send(message)
+                except Exception:
+                    log.exception("could not carry out an effect on %s", channel_of(handle))
+                return
+        await self._publish((Deliver(handle, message),))
 
     async def leave(self, actor: Handle) -> None:
         await self._publish(self.registry.leave(actor))

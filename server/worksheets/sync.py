@@ -279,13 +279,18 @@ class SharedWorksheet:
         self._touched = set()
         self._receiving = True
         try:
-            # One transaction for applying the update and reading the state it left.
-            with self.doc.transaction() as transaction:
-                txn = transaction._txn
-                assert txn is not None  # a transaction is open inside its block
-                self.doc._doc.apply_update(txn, update)
-                state = self.doc._doc.get_state(txn)
+            # One transaction for applying the update and reading the state it left: pycrdt's
+            # own, without its Python wrapper (nothing here reads the document through
+            # pycrdt's Python types, and the observers are this class's own).
+            raw = self.doc._doc
+            txn = raw.create_transaction()
+            try:
+                raw.apply_update(txn, update)
+                state = raw.get_state(txn)
                 texts_fit = texts_within_limits(self._texts, self.doc, txn)
+                txn.commit()
+            finally:
+                txn.drop()
             leftover = get_update(update, state)
         except BaseException as error:
             if not _is_decode_failure(error):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from signalling.lobby import Watcher
 from signalling.messages import (
     DeviceSummary,
     Error,
+    Hello,
     IceServer,
+    MediaState,
     Message,
     ParticipantState,
     Role,
@@ -23,6 +26,7 @@ from signalling.messages import (
 from signalling.participants import Seat, StateChange
 from signalling.protocol import parse_message
 from signalling.rooms import Registry
+from signalling.session import RateLimiter, Session
 from signalling.switchboard import Switchboard
 
 M = TypeVar("M", bound=Message)
@@ -268,3 +272,58 @@ class MemoryLeases:
 
     def forget(self, therapist: str) -> None:
         pass
+
+
+def seated(
+    switchboard: Switchboard,
+    seat: Seat,
+    connection: RecordingConnection,
+    limiter: RateLimiter | None = None,
+) -> Session:
+    """A socket's session on ``switchboard``, whose ``hello`` is resolved to ``seat``."""
+
+    async def resolve(hello: Hello) -> Seat | Watcher:
+        return seat
+
+    return Session(switchboard, connection, role=seat.role, resolve=resolve, limiter=limiter)
+
+
+class Call:
+    """A therapist and a client, each on a session of their own, on one switchboard."""
+
+    def __init__(
+        self,
+        *,
+        limiter: RateLimiter | None = None,
+        therapist_socket: RecordingConnection | None = None,
+    ) -> None:
+        self.board = Board()
+        self.therapist_socket = therapist_socket or RecordingConnection("therapist")
+        self.client_socket = RecordingConnection("client")
+        switchboard = self.board.switchboard
+        self.therapist = seated(switchboard, therapist_seat(), self.therapist_socket)
+        self.client = seated(switchboard, client_seat(), self.client_socket, limiter)
+
+    async def start(self, *, admit: bool = True) -> None:
+        await self.therapist.receive('{"type":"hello","version":1,"appointment":"a-1"}')
+        await self.client.receive('{"type":"hello","version":1}')
+        if admit:
+            assert self.therapist.handle is not None
+            await self.board.switchboard.admit(self.therapist.handle, "c-1")
+        self.therapist_socket.clear()
+        self.client_socket.clear()
+
+
+class Held(RecordingConnection):
+    """A connection whose first ``media`` waits until released, as a slow send would."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def send(self, message: Message) -> None:
+        if isinstance(message, MediaState) and not self.release.is_set():
+            self.holding.set()
+            await self.release.wait()
+        await super().send(message)

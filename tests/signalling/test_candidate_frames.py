@@ -13,13 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from signalling.errors import ErrorCode
-from signalling.lobby import Watcher
-from signalling.messages import Candidate, Error, Hello, MediaState, Message
-from signalling.participants import Seat
+from signalling.messages import Candidate, Error
 from signalling.protocol import encode, parse_message, plain_candidate
-from signalling.session import RateLimiter, Session
-from signalling.switchboard import Switchboard
-from tests.signalling.fakes import Board, RecordingConnection, client_seat, therapist_seat
+from signalling.session import RateLimiter
+from tests.signalling.fakes import Call, Held
 
 LINE = "candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 0.0.0.0 rport 0"
 
@@ -97,46 +94,6 @@ def test_anything_else_is_not_plain(frame: str) -> None:
 # --- the short way in a session -----------------------------------------------------------
 
 
-def seated(
-    switchboard: Switchboard,
-    seat: Seat,
-    connection: RecordingConnection,
-    limiter: RateLimiter | None = None,
-) -> Session:
-    """A socket's session on ``switchboard``, whose ``hello`` is resolved to ``seat``."""
-
-    async def resolve(hello: Hello) -> Seat | Watcher:
-        return seat
-
-    return Session(switchboard, connection, role=seat.role, resolve=resolve, limiter=limiter)
-
-
-class Call:
-    """A therapist and a client, each on a session of their own, on one switchboard."""
-
-    def __init__(
-        self,
-        *,
-        limiter: RateLimiter | None = None,
-        therapist_socket: RecordingConnection | None = None,
-    ) -> None:
-        self.board = Board()
-        self.therapist_socket = therapist_socket or RecordingConnection("therapist")
-        self.client_socket = RecordingConnection("client")
-        switchboard = self.board.switchboard
-        self.therapist = seated(switchboard, therapist_seat(), self.therapist_socket)
-        self.client = seated(switchboard, client_seat(), self.client_socket, limiter)
-
-    async def start(self, *, admit: bool = True) -> None:
-        await self.therapist.receive('{"type":"hello","version":1,"appointment":"a-1"}')
-        await self.client.receive('{"type":"hello","version":1}')
-        if admit:
-            assert self.therapist.handle is not None
-            await self.board.switchboard.admit(self.therapist.handle, "c-1")
-        self.therapist_socket.clear()
-        self.client_socket.clear()
-
-
 async def test_a_browser_candidate_in_the_call_is_relayed_as_it_came_without_being_parsed(
     parsed: list[str],
 ) -> None:
@@ -188,21 +145,6 @@ async def test_candidates_relayed_unparsed_count_against_the_rate() -> None:
 
     assert len(call.therapist_socket.frames) == 3
     assert [e.error for e in call.client_socket.of(Error)] == [ErrorCode.RATE_LIMITED] * 2
-
-
-class Held(RecordingConnection):
-    """A connection whose first ``media`` waits until released, as a slow send would."""
-
-    def __init__(self, label: str) -> None:
-        super().__init__(label)
-        self.release = asyncio.Event()
-        self.holding = asyncio.Event()
-
-    async def send(self, message: Message) -> None:
-        if isinstance(message, MediaState) and not self.release.is_set():
-            self.holding.set()
-            await self.release.wait()
-        await super().send(message)
 
 
 async def test_a_candidate_never_overtakes_what_is_already_on_its_way() -> None:

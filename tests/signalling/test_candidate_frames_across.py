@@ -21,9 +21,10 @@ from tests.signalling.fakes import (
     RecordingConnection,
     client_seat,
     errors,
+    seated,
     therapist_seat,
 )
-from tests.signalling.test_candidate_frames import LINE, browser_frame, fields, seated
+from tests.signalling.test_candidate_frames import LINE, browser_frame, fields
 from tests.signalling.test_routing import Instance
 from tests.signalling.test_switchboard_outage import Broker
 

@@ -1,0 +1,113 @@
+"""Keystrokes in a call's worksheet, through the running app and real websockets, on their
+short way: a ``yjs`` frame written as a browser writes it reaches the worksheet unparsed,
+with the same checks and the same answers as a parsed one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from signalling import session as session_module
+from signalling.messages import Message
+from signalling.protocol import parse_message
+from tests.conftest import FakeClock
+from tests.server.test_worksheet_calls import admitted_pair, encode, open_worksheet, stored
+from tests.server.test_ws import Cast, round_trip, serving
+
+
+@pytest.fixture
+async def cast(migrated_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Cast]:
+    async with serving(migrated_url, tmp_path / "var", clock) as served:
+        yield served
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The frames the sessions parsed."""
+    frames: list[str] = []
+
+    def parse(frame: str | bytes) -> Message:
+        frames.append(frame if isinstance(frame, str) else frame.decode())
+        return parse_message(frame)
+
+    monkeypatch.setattr(session_module, "parse_message", parse)
+    return frames
+
+
+def yjs(worksheet: str, data: str) -> dict[str, str]:
+    """A ``yjs`` message with its fields in the order the browser writes them."""
+    return {"type": "yjs", "worksheet": worksheet, "data": data}
+
+
+async def test_keystrokes_both_ways_are_applied_and_relayed_without_being_parsed(
+    cast: Cast, db: async_sessionmaker[AsyncSession], clock: FakeClock, parsed: list[str]
+) -> None:
+    pair = await admitted_pair(cast, db, clock)
+    therapist, client = await open_worksheet(pair)
+    assert therapist.worksheet is not None
+
+    for n in range(10):
+        therapist.text("went_well").insert(0, f"t{n} ")
+        await therapist.push()
+        client.text("was_hard").insert(0, f"c{n} ")
+        await client.push()
+    await therapist.until(lambda: therapist.content("was_hard").count("c") == 10)
+    await client.until(lambda: client.content("went_well").count("t") == 10)
+
+    assert therapist.content("was_hard") == client.content("was_hard")
+    assert therapist.content("went_well") == client.content("went_well")
+    assert not [frame for frame in parsed if '"type":"yjs"' in frame]
+    await pair.therapist.send({"type": "worksheet-close", "worksheet": therapist.worksheet})
+    await pair.therapist.expect("worksheet-closed")
+    content = json.loads((await stored(db, therapist.worksheet)).content)
+    assert content["went_well"] == therapist.content("went_well")
+    assert content["was_hard"].startswith("c9 c8 ")
+
+
+async def test_a_client_sent_back_is_refused_a_keystroke_written_as_a_browser_writes_it(
+    cast: Cast, db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    pair = await admitted_pair(cast, db, clock)
+    therapist, client = await open_worksheet(pair)
+    assert therapist.worksheet is not None
+    participant = (await pair.therapist.expect("peer-joined"))["participant"]
+    await pair.therapist.send({"type": "send-back", "participant": participant})
+    await pair.client.expect("sent-back")
+    await round_trip(pair.client)
+    before = len(pair.therapist.received)
+
+    client.text("was_hard").insert(0, "intrusion")
+    update = client.peer.take_outbox()[0]
+    await pair.client.send(yjs(therapist.worksheet, encode(update)))
+    await round_trip(pair.client, pair.therapist)
+
+    assert (await pair.client.expect("error"))["error"] == "not-admitted"
+    assert "yjs" not in [m["type"] for m in pair.therapist.received[before:]]
+    therapist.text("went_well").insert(0, "private")
+    await therapist.push()
+    await pair.therapist.send({"type": "worksheet-close", "worksheet": therapist.worksheet})
+    await pair.therapist.expect("worksheet-closed")
+    content = json.loads((await stored(db, therapist.worksheet)).content)
+    assert (content["went_well"], content["was_hard"]) == ("private", "")
+
+
+async def test_a_browser_keystroke_the_short_way_refuses_gets_the_full_ways_answer(
+    cast: Cast, db: async_sessionmaker[AsyncSession], clock: FakeClock, parsed: list[str]
+) -> None:
+    pair = await admitted_pair(cast, db, clock)
+    therapist, _ = await open_worksheet(pair)
+    assert therapist.worksheet is not None
+    other = await admitted_pair(cast, db, clock, email="bea@example.com")
+
+    # Another call's worksheet: not found, as ever, and the socket stays open.
+    await other.client.send(yjs(therapist.worksheet, "AAAA"))
+    assert (await other.client.expect("error"))["error"] == "not-found"
+    # Not standard base64: a malformed message, which closes the socket.
+    await pair.client.send(yjs(therapist.worksheet, "AAA"))
+    assert (await pair.client.expect("error"))["error"] == "bad-message"
+    assert await pair.client.wait_closed() is not None
+    assert json.dumps(yjs(therapist.worksheet, "AAA"), separators=(",", ":")) in parsed
