@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.calls import SWITCHBOARD
+from server.worksheet_calls import CallWorksheets
 from signalling import session as session_module
-from signalling.messages import Message
+from signalling.messages import Message, Role
+from signalling.participants import WAITING, Participant
 from signalling.protocol import parse_message
 from tests.conftest import FakeClock
 from tests.server.test_worksheet_calls import admitted_pair, encode, open_worksheet, stored
-from tests.server.test_ws import Cast, round_trip, serving
+from tests.server.test_ws import Cast, ref, round_trip, serving
 
 
 @pytest.fixture
@@ -111,3 +114,27 @@ async def test_a_browser_keystroke_the_short_way_refuses_gets_the_full_ways_answ
     assert (await pair.client.expect("error"))["error"] == "bad-message"
     assert await pair.client.wait_closed() is not None
     assert json.dumps(yjs(therapist.worksheet, "AAA"), separators=(",", ":")) in parsed
+
+
+async def test_a_keystroke_from_a_client_no_longer_admitted_is_left_to_the_full_way(
+    cast: Cast, db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    # The moment between a send-back and the worksheet hearing of it: the client still has
+    # the worksheet open, but is waiting again.
+    pair = await admitted_pair(cast, db, clock)
+    therapist, client = await open_worksheet(pair)
+    assert therapist.worksheet is not None
+    switchboard = cast.live.app[SWITCHBOARD]
+    handler = switchboard.worksheets
+    assert isinstance(handler, CallWorksheets)
+    room = switchboard.registry.room(ref(pair.appointment))
+    assert room is not None
+    admitted = next(p for p in room.members() if p.role is Role.CLIENT)
+    waiting = Participant(admitted.seat, WAITING, since=clock(), on_change=lambda change: None)
+    waiting.handle = admitted.handle
+    client.text("was_hard").insert(0, "intrusion")
+    update = encode(client.peer.take_outbox()[0])
+
+    assert not await handler.keystroke(waiting, therapist.worksheet, update)
+    assert await handler.keystroke(admitted, therapist.worksheet, update)  # as it was admitted
+    await therapist.until(lambda: therapist.content("was_hard") == "intrusion")
