@@ -38,6 +38,7 @@ from server import outbox
 from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.problems import Problem
 from signalling import events
+from signalling.delivery import Connection
 from signalling.effects import Handle
 from signalling.fanout import Callback, Fanout, Subscription
 from signalling.lobby import Watcher
@@ -53,7 +54,7 @@ from signalling.messages import (
 from signalling.participants import Seat, StateChange
 from signalling.rooms import Registry
 from signalling.routing import Leases
-from signalling.switchboard import Connection, Switchboard
+from signalling.switchboard import Switchboard
 
 ROOM_STATES = (ParticipantState.WAITING, ParticipantState.ADMITTED, ParticipantState.IN_CALL)
 BOOKING_RESULTS = ("booked", "slot_taken", "invalid")

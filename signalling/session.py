@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from signalling.delivery import Connection
 from signalling.effects import Handle
 from signalling.errors import FATAL, CloseCode, ErrorCode, ProtocolError
 from signalling.lobby import Watcher
@@ -36,7 +37,7 @@ from signalling.protocol import (
     plain_candidate,
     plain_yjs,
 )
-from signalling.switchboard import Connection, Switchboard
+from signalling.switchboard import Switchboard
 from signalling.worksheet_messages import Editing, Yjs
 
 log = logging.getLogger(__name__)

@@ -1,43 +1,24 @@
 """The switchboard: runs the registry's commands and carries out their effects.
 
-Every effect — a message to deliver, a connection to close — is addressed to a ``Handle``.
-An effect for a connection attached to this very instance is carried out at once; any other
-is published on the recipient's fan-out channel.  Each instance subscribes to the channels
-of the connections attached to it (a participant's channel, or a therapist's lobby channel
-for their lobby sockets) and performs the effects addressed to its own connections (matched
-by ``Handle`` token).  So the room logic never holds a reference to another participant's
-connection, and two participants on different instances are reached the same way as two on
-one instance, less one hop through the broker.
-
-Effects are published in the order the registry produced them, across all commands: a
-single drain loop empties one queue, so a later command's effects never overtake an
-earlier one's.
+A message from a socket is handed to the registry of the instance holding the rooms (the
+router says which), to the worksheet handler, or, for the commonest messages, passed on by
+a short way (``relay_lane``, ``worksheet_lane``); the effects go out through ``Delivery``
+(``signalling.delivery``): at once to a connection attached here, through the fan-out to
+any other.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Protocol
 
-from signalling.effects import (
-    Close,
-    Deliver,
-    Effect,
-    Forwarded,
-    Handle,
-    Passed,
-    channel_of,
-    dump_effect,
-    load_effect,
-)
+from signalling.delivery import UNAVAILABLE_VALUE, Connection, Delivery
+from signalling.effects import Deliver, Effect, Handle, Passed
 from signalling.errors import ErrorCode, ProtocolError
-from signalling.fanout import Fanout, FanoutUnavailable, Subscription
+from signalling.fanout import Fanout
 from signalling.lobby import Watcher
 from signalling.messages import (
     Admit,
@@ -47,7 +28,6 @@ from signalling.messages import (
     Chat,
     DeviceSummary,
     End,
-    Error,
     Hello,
     IceServer,
     Leave,
@@ -77,22 +57,6 @@ from signalling.worksheet_messages import (
 log = logging.getLogger(__name__)
 
 
-class Connection(Protocol):
-    """One participant's socket, as the room logic sees it.
-
-    ``send`` must not wait on a slow peer: queue the frame and return.  Every method may be
-    called after the socket has gone away, and must then do nothing.
-    """
-
-    async def send(self, message: Message) -> None: ...
-
-    async def send_frame(self, frame: str) -> None:
-        """Send a message already encoded (by ``signalling.protocol.encode``, on another
-        instance), as ``send`` does."""
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-
 class WorksheetHandler(Protocol):
     """Where worksheet messages go: the server, which knows the documents and the records.
 
@@ -109,12 +73,6 @@ class WorksheetHandler(Protocol):
         ...
 
 
-UNAVAILABLE_VALUE = (
-    "the other person could not be reached just now (the servers lost touch with each "
-    "other); it will work again in a moment"
-)
-
-
 _WORKSHEET_TYPES = frozenset({WorksheetOpen, WorksheetClose, Yjs, Editing})
 #: Relayed to the other participant in the call; each is sent by both roles.
 _RELAYED_TYPES: frozenset[type[Message]] = frozenset({Candidate, Offer, Answer, MediaState})
@@ -124,8 +82,8 @@ def _new_token() -> str:
     return secrets.token_urlsafe(12)
 
 
-class Switchboard:
-    """Commands in, effects out through the ``Fanout``; the local end of every channel."""
+class Switchboard(Delivery):
+    """Commands in, effects out through the ``Fanout``."""
 
     def __init__(
         self,
@@ -135,21 +93,11 @@ class Switchboard:
         new_token: Callable[[], str] = _new_token,
         leases: Leases | None = None,
     ) -> None:
+        super().__init__(fanout)
         self.registry = registry if registry is not None else Registry()
-        self._fanout = fanout
         #: With several instances: where each therapist's rooms are held.
         self._router = Router(self, leases) if leases is not None else None
         self._new_token = new_token
-        #: The attached connections, by fan-out channel and token.
-        self._local: dict[str, dict[str, Connection]] = {}
-        #: The same connections by handle: the lookup for every message sent.
-        self._attached: dict[Handle, Connection] = {}
-        self._subscriptions: dict[str, Subscription] = {}
-        self._outbox: collections.deque[Effect | Passed] = collections.deque()
-        self._draining = False
-        self._resume: set[asyncio.Task[None]] = set()
-        #: Effects lost because the fan-out was down and their connection is elsewhere.
-        self.undelivered = 0
         #: Set by the server; without one, worksheet messages are refused.
         self.worksheets: WorksheetHandler | None = None
 
@@ -205,18 +153,10 @@ class Switchboard:
             return
         await self._publish(self.registry.disconnect(handle))
 
-    def is_local(self, handle: Handle) -> bool:
-        """Whether ``handle``'s connection is attached to this instance and not closed."""
-        return handle in self._attached
-
     def role_of(self, handle: Handle) -> Role | None:
         """The role ``handle`` speaks in, if it is live here or in the registry here."""
         role = self._router.role_of(handle) if self._router is not None else None
         return role if role is not None else self.registry.role_of(handle)
-
-    @property
-    def fanout(self) -> Fanout:
-        return self._fanout
 
     # Between instances (with ``leases`` only)
 
@@ -363,20 +303,6 @@ class Switchboard:
                 ErrorCode.WORKSHEET_REFUSED, f"{message.TYPE} could not be handled; try again"
             ) from None
 
-    async def send(self, handle: Handle, message: Message) -> None:
-        """Send ``message`` to the connection ``handle``, in order with everything else."""
-        if not (self._draining or self._outbox) and type(message) is not Error:
-            # Nothing is waiting to go out ahead of it: to a connection attached here, it
-            # goes straight to the socket (the drain loop would do no more).
-            connection = self._reached(handle)
-            if connection is not None:
-                try:
-                    await connection.send(message)
-                except Exception:
-                    log.exception("could not carry out an effect on %s", channel_of(handle))
-                return
-        await self._publish((Deliver(handle, message),))
-
     async def leave(self, actor: Handle) -> None:
         await self._publish(self.registry.leave(actor))
 
@@ -425,129 +351,3 @@ class Switchboard:
             case Hello():
                 raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
         raise ProtocolError(ErrorCode.FORBIDDEN, f"{message.TYPE!r} is sent by the server only")
-
-    # Delivery
-
-    async def publish(self, effects: Sequence[Effect]) -> None:
-        """Carry out ``effects``, in order with all others, wherever their sockets are."""
-        await self._publish(effects)
-
-    async def perform_here(self, effects: Sequence[Effect]) -> None:
-        """Carry out those of ``effects`` whose sockets are attached here; drop the rest."""
-        for effect in effects:
-            await self._perform_locally(effect)
-
-    async def _publish(self, effects: Sequence[Effect | Passed]) -> None:
-        self._outbox.extend(effects)
-        if self._draining:
-            return  # the running drain loop will get to them, in order
-        self._draining = True
-        try:
-            while self._outbox:
-                effect = self._outbox.popleft()
-                try:
-                    if await self._perform_locally(effect):
-                        continue
-                except Exception:
-                    # One broken socket must not keep the effects from the others.
-                    log.exception("could not carry out an effect on %s", channel_of(effect.to))
-                    continue
-                try:
-                    await self._fanout.publish(channel_of(effect.to), dump_effect(effect))
-                except FanoutUnavailable:
-                    # Without the broker only this instance's own sockets can be reached.
-                    self.undelivered += 1
-        finally:
-            self._draining = False
-            if self._outbox:  # interrupted: finish in the background, keeping the order
-                task = asyncio.get_running_loop().create_task(self._publish(()))
-                self._resume.add(task)
-                task.add_done_callback(self._resume.discard)
-
-    async def _on_payload(self, channel: str, payload: str) -> None:
-        try:
-            effect = load_effect(payload)
-        except ValueError:
-            log.exception("dropping an unreadable effect on %s", channel)
-            return
-        if isinstance(effect, Forwarded):
-            await self._forward_locally(effect)
-        else:
-            await self._perform_locally(effect)
-
-    async def _forward_locally(self, forwarded: Forwarded) -> None:
-        """Send a frame another instance encoded, if its connection is attached here."""
-        connection = self._reached(forwarded.to)
-        if connection is not None:
-            await connection.send_frame(forwarded.frame)
-
-    async def _perform_locally(self, effect: Effect | Passed) -> bool:
-        """Carry out ``effect`` if its connection is attached here; whether it was."""
-        connection = self._reached(effect.to)
-        if connection is None:
-            return False  # another instance's connection, or one already closed
-        if isinstance(effect, Passed):
-            await connection.send_frame(effect.frame)
-            return True
-        if isinstance(effect, Close):
-            await self._detach(effect.to)
-            await connection.close(int(effect.code), effect.reason)
-            return True
-        message = effect.message
-        if type(message) is Error:
-            self.delivering_error(message)
-        await connection.send(message)
-        return True
-
-    def _reached(self, handle: Handle) -> Connection | None:
-        """The connection ``handle`` names, if it is attached here (the router is told that
-        something arrived for it); ``None`` if not."""
-        connection = self._attached.get(handle)
-        if connection is not None and self._router is not None:
-            self._router.heard(handle)
-        return connection
-
-    def receiving(self, handle: Handle, message: Message) -> None:
-        """Called for each message a connection of this instance sent, before it is acted
-        on (for the server's metrics)."""
-
-    def relaying(self, kind: str) -> None:
-        """Called for each message of type ``kind`` a connection of this instance sent that
-        is passed on unparsed (``relay_frame``, ``forward_frame``) instead of ``receiving``
-        (for the server's metrics)."""
-
-    def delivering_error(self, error: Error) -> None:
-        """Called for each ``error`` about to be sent to a connection of this instance (for
-        the server's metrics)."""
-
-    async def _attach(self, handle: Handle, connection: Connection) -> None:
-        """Attach ``connection`` and subscribe to its channel.  While the fan-out is down,
-        ``ProtocolError(UNAVAILABLE)``: the socket is refused, and the browser retries."""
-        channel = channel_of(handle)
-        self._local.setdefault(channel, {})[handle.token] = connection
-        self._attached[handle] = connection
-        if channel in self._subscriptions:
-            return
-        callback = partial(self._on_payload, channel)
-        try:
-            subscription = await self._fanout.subscribe(channel, callback)
-        except FanoutUnavailable:
-            log.warning("fan-out unavailable: a socket was refused")
-            await self._detach(handle)
-            raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE) from None
-        if channel in self._subscriptions:
-            await subscription.cancel()  # a concurrent attach subscribed first
-        else:
-            self._subscriptions[channel] = subscription
-
-    async def _detach(self, handle: Handle) -> None:
-        channel = channel_of(handle)
-        connections = self._local.get(channel)
-        if connections is None or connections.pop(handle.token, None) is None:
-            return
-        self._attached.pop(handle, None)
-        if not connections:
-            del self._local[channel]
-            subscription = self._subscriptions.pop(channel, None)
-            if subscription is not None:
-                await subscription.cancel()

@@ -4,7 +4,6 @@ way would have given it, answer as the full way answers, and never overtake it."
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -12,11 +11,11 @@ import pytest
 
 from signalling import session as session_module
 from signalling.errors import ErrorCode, ProtocolError
-from signalling.messages import Error, Pong
+from signalling.messages import Error
 from signalling.participants import Participant
 from signalling.protocol import plain_yjs
 from signalling.worksheet_messages import WorksheetCommand, Yjs
-from tests.signalling.fakes import Call, Held
+from tests.signalling.fakes import Call
 
 DATA = "AAEBAgMEBQ=="  # base64 of seven bytes; the handler here does not read them
 
@@ -176,19 +175,3 @@ async def test_a_keystroke_taken_the_short_way_is_counted_as_a_yjs_message(
     await call.client.receive(browser_frame())  # the full way counts it, once
 
     assert kinds == ["yjs", "yjs"]
-
-
-async def test_a_message_sent_straight_to_a_socket_never_overtakes_one_on_its_way() -> None:
-    held = Held("therapist")
-    call = Call(therapist_socket=held)
-    await call.start()
-    media = asyncio.create_task(call.client.receive('{"type":"media","video":"on","screen":false}'))
-    await held.holding.wait()  # the media message is on its way, and stuck
-    assert call.therapist.handle is not None
-
-    sending = asyncio.create_task(call.board.switchboard.send(call.therapist.handle, Pong(ts=1)))
-    await asyncio.sleep(0)
-    held.release.set()
-    await asyncio.gather(media, sending)
-
-    assert held.types() == ["media", "pong"]

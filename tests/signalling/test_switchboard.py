@@ -1,10 +1,6 @@
-"""The switchboard reaches every connection through the fan-out, in order."""
+"""The switchboard: commands from every socket, on this instance's registry or another's."""
 
 from __future__ import annotations
-
-import asyncio
-
-import pytest
 
 from signalling import switchboard as switchboard_module
 from signalling.effects import channel_for, lobby_channel_for
@@ -12,17 +8,14 @@ from signalling.errors import CloseCode, ErrorCode
 from signalling.fanout import LocalFanout
 from signalling.messages import (
     Admit,
-    Admitted,
     Answer,
     Candidate,
     Error,
     Hello,
     Lobby,
     MediaState,
-    Message,
     Offer,
     ParticipantState,
-    PeerJoined,
     Ping,
     Pong,
     Role,
@@ -40,22 +33,6 @@ from tests.signalling.fakes import (
     therapist_seat,
     watcher,
 )
-
-
-class SpyFanout(LocalFanout):
-    """A LocalFanout that remembers every publication, and can fail the next one."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.published: list[tuple[str, str]] = []
-        self.fail_next = False
-
-    async def publish(self, channel: str, payload: str) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise ConnectionError("fan-out unavailable")
-        self.published.append((channel, payload))
-        await super().publish(channel, payload)
 
 
 async def test_participants_on_two_instances_reach_each_other_through_the_fanout() -> None:
@@ -134,75 +111,6 @@ async def test_a_newer_connection_on_another_instance_closes_the_older_one() -> 
     assert fanout.subscribers(channel_for("c-1")) == 1  # west let go of the channel
 
 
-async def test_effects_for_a_connection_attached_here_skip_the_fanout() -> None:
-    fanout = SpyFanout()
-    switchboard = Switchboard(fanout)
-    connection = RecordingConnection()
-    await switchboard.join(client_seat(), connection)
-
-    assert fanout.published == []
-    assert connection.types() == ["welcome", "waiting"]
-
-
-async def test_effects_for_a_connection_elsewhere_travel_on_its_channel() -> None:
-    fanout, registry = SpyFanout(), Registry()
-    east, west = Switchboard(fanout, registry), Switchboard(fanout, registry)
-    therapist = RecordingConnection("h")
-    h = await east.join(therapist_seat(), therapist)
-    await west.join(client_seat(), RecordingConnection("c"))
-    fanout.published.clear()
-
-    await east.admit(h, "c-1")
-
-    channels = {channel for channel, _ in fanout.published}
-    assert channels == {channel_for("c-1")}
-    assert therapist.types()[-2:] == ["peer-joined", "lobby"]
-
-
-async def test_effects_keep_their_order_across_concurrent_commands() -> None:
-    board = Board()
-
-    class Slow(RecordingConnection):
-        async def send(self, message: Message) -> None:
-            for _ in range(3):
-                await asyncio.sleep(0)
-            await super().send(message)
-
-    therapist_connection, client_connection = Slow("h"), Slow("c")
-    h = await board.switchboard.join(therapist_seat(), therapist_connection)
-    await board.switchboard.join(client_seat(), client_connection)
-
-    await asyncio.gather(
-        board.switchboard.admit(h, "c-1"),
-        board.switchboard.send_back(h, "c-1"),
-        board.switchboard.admit(h, "c-1"),
-    )
-    for _ in range(50):
-        await asyncio.sleep(0)
-
-    assert client_connection.types() == [
-        "welcome",
-        "waiting",
-        "admitted",
-        "peer-joined",
-        "sent-back",
-        "waiting",
-        "admitted",
-        "peer-joined",
-    ]
-    assert therapist_connection.sent[-1] == board.registry.lobby("t-1")
-
-
-async def test_a_disconnected_connection_releases_its_channel() -> None:
-    board = Board()
-    client = await board.join(client_seat())
-    await board.switchboard.disconnect(client.handle)
-    await board.switchboard.disconnect(client.handle)  # twice is harmless
-
-    assert not board.switchboard.is_local(client.handle)
-    assert board.fanout.subscribers(channel_for("c-1")) == 0
-
-
 async def test_ping_is_answered_with_pong_and_other_misplaced_messages_refused() -> None:
     board = Board()
     client = await board.join(client_seat())
@@ -227,38 +135,6 @@ async def test_messages_from_a_replaced_connection_are_ignored() -> None:
     old.connection.clear()
     await board.switchboard.receive(old.handle, Ping(ts=1))
     assert old.connection.sent == old.connection.late == []
-
-
-async def test_a_connection_that_fails_to_send_does_not_stop_the_others() -> None:
-    board = Board()
-
-    class Broken(RecordingConnection):
-        async def send(self, message: Message) -> None:
-            raise ConnectionResetError("gone")
-
-    therapist = await board.join(therapist_seat())
-    await board.switchboard.join(client_seat(), Broken("c"))
-    await board.switchboard.admit(therapist.handle, "c-1")
-
-    assert therapist.connection.last(PeerJoined).participant == "c-1"
-
-
-async def test_delivery_interrupted_by_the_fanout_finishes_in_the_background() -> None:
-    fanout, registry = SpyFanout(), Registry()
-    east, west = Switchboard(fanout, registry), Switchboard(fanout, registry)
-    therapist = RecordingConnection()
-    h = await east.join(therapist_seat(), therapist)
-    client = RecordingConnection()
-    c = await west.join(client_seat(), client)
-    fanout.fail_next = True
-
-    with pytest.raises(ConnectionError):
-        await east.admit(h, c.participant)
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-    assert Admitted() not in client.sent  # at most once: the failed publication is lost
-    assert client.last(PeerJoined).participant == "h-1"  # the rest still arrives, in order
 
 
 def test_every_relayed_message_may_be_sent_by_either_role() -> None:

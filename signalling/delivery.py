@@ -1,0 +1,231 @@
+"""Delivery: the connections attached to this instance, and the effects carried out on them.
+
+Every effect — a message to deliver, a connection to close — is addressed to a ``Handle``.
+An effect for a connection attached to this very instance is carried out at once; any other
+is published on the recipient's fan-out channel.  Each instance subscribes to the channels
+of the connections attached to it (a participant's channel, or a therapist's lobby channel
+for their lobby sockets) and performs the effects addressed to its own connections (matched
+by ``Handle`` token).  So the room logic never holds a reference to another participant's
+connection, and two participants on different instances are reached the same way as two on
+one instance, less one hop through the broker.
+
+Effects are published in the order the registry produced them, across all commands: a
+single drain loop empties one queue, so a later command's effects never overtake an
+earlier one's.  ``Delivery`` is the switchboard's half that knows the sockets and the
+fan-out; ``signalling.switchboard`` adds the commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
+
+from signalling.effects import (
+    Close,
+    Deliver,
+    Effect,
+    Forwarded,
+    Handle,
+    Passed,
+    channel_of,
+    dump_effect,
+    load_effect,
+)
+from signalling.errors import ErrorCode, ProtocolError
+from signalling.fanout import Fanout, FanoutUnavailable, Subscription
+from signalling.messages import Error, Message
+
+if TYPE_CHECKING:
+    from signalling.router import Router
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_VALUE = (
+    "the other person could not be reached just now (the servers lost touch with each "
+    "other); it will work again in a moment"
+)
+
+
+class Connection(Protocol):
+    """One participant's socket, as the room logic sees it.
+
+    ``send`` must not wait on a slow peer: queue the frame and return.  Every method may be
+    called after the socket has gone away, and must then do nothing.
+    """
+
+    async def send(self, message: Message) -> None: ...
+
+    async def send_frame(self, frame: str) -> None:
+        """Send a message already encoded (by ``signalling.protocol.encode``, on another
+        instance), as ``send`` does."""
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Delivery:
+    """The local end of every channel: attached connections, the outbox and the fan-out."""
+
+    def __init__(self, fanout: Fanout) -> None:
+        self._fanout = fanout
+        #: Set by the switchboard with several instances (told what arrives for whom).
+        self._router: Router | None = None
+        #: The attached connections, by fan-out channel and token.
+        self._local: dict[str, dict[str, Connection]] = {}
+        #: The same connections by handle: the lookup for every message sent.
+        self._attached: dict[Handle, Connection] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._outbox: collections.deque[Effect | Passed] = collections.deque()
+        self._draining = False
+        self._resume: set[asyncio.Task[None]] = set()
+        #: Effects lost because the fan-out was down and their connection is elsewhere.
+        self.undelivered = 0
+
+    @property
+    def fanout(self) -> Fanout:
+        return self._fanout
+
+    def is_local(self, handle: Handle) -> bool:
+        """Whether ``handle``'s connection is attached to this instance and not closed."""
+        return handle in self._attached
+
+    async def send(self, handle: Handle, message: Message) -> None:
+        """Send ``message`` to the connection ``handle``, in order with everything else."""
+        if not (self._draining or self._outbox) and type(message) is not Error:
+            # Nothing is waiting to go out ahead of it: to a connection attached here, it
+            # goes straight to the socket (the drain loop would do no more).
+            connection = self._reached(handle)
+            if connection is not None:
+                try:
+                    await connection.send(message)
+                except Exception:
+                    log.exception("could not carry out an effect on %s", channel_of(handle))
+                return
+        await self._publish((Deliver(handle, message),))
+
+    async def publish(self, effects: Sequence[Effect]) -> None:
+        """Carry out ``effects``, in order with all others, wherever their sockets are."""
+        await self._publish(effects)
+
+    async def perform_here(self, effects: Sequence[Effect]) -> None:
+        """Carry out those of ``effects`` whose sockets are attached here; drop the rest."""
+        for effect in effects:
+            await self._perform_locally(effect)
+
+    async def _publish(self, effects: Sequence[Effect | Passed]) -> None:
+        self._outbox.extend(effects)
+        if self._draining:
+            return  # the running drain loop will get to them, in order
+        self._draining = True
+        try:
+            while self._outbox:
+                effect = self._outbox.popleft()
+                try:
+                    if await self._perform_locally(effect):
+                        continue
+                except Exception:
+                    # One broken socket must not keep the effects from the others.
+                    log.exception("could not carry out an effect on %s", channel_of(effect.to))
+                    continue
+                try:
+                    await self._fanout.publish(channel_of(effect.to), dump_effect(effect))
+                except FanoutUnavailable:
+                    # Without the broker only this instance's own sockets can be reached.
+                    self.undelivered += 1
+        finally:
+            self._draining = False
+            if self._outbox:  # interrupted: finish in the background, keeping the order
+                task = asyncio.get_running_loop().create_task(self._publish(()))
+                self._resume.add(task)
+                task.add_done_callback(self._resume.discard)
+
+    async def _on_payload(self, channel: str, payload: str) -> None:
+        try:
+            effect = load_effect(payload)
+        except ValueError:
+            log.exception("dropping an unreadable effect on %s", channel)
+            return
+        if isinstance(effect, Forwarded):
+            await self._forward_locally(effect)
+        else:
+            await self._perform_locally(effect)
+
+    async def _forward_locally(self, forwarded: Forwarded) -> None:
+        """Send a frame another instance encoded, if its connection is attached here."""
+        connection = self._reached(forwarded.to)
+        if connection is not None:
+            await connection.send_frame(forwarded.frame)
+
+    async def _perform_locally(self, effect: Effect | Passed) -> bool:
+        """Carry out ``effect`` if its connection is attached here; whether it was."""
+        connection = self._reached(effect.to)
+        if connection is None:
+            return False  # another instance's connection, or one already closed
+        if isinstance(effect, Passed):
+            await connection.send_frame(effect.frame)
+            return True
+        if isinstance(effect, Close):
+            await self._detach(effect.to)
+            await connection.close(int(effect.code), effect.reason)
+            return True
+        message = effect.message
+        if type(message) is Error:
+            self.delivering_error(message)
+        await connection.send(message)
+        return True
+
+    def _reached(self, handle: Handle) -> Connection | None:
+        """The connection ``handle`` names, if it is attached here (the router is told that
+        something arrived for it); ``None`` if not."""
+        connection = self._attached.get(handle)
+        if connection is not None and self._router is not None:
+            self._router.heard(handle)
+        return connection
+
+    def receiving(self, handle: Handle, message: Message) -> None:
+        """Called for each message a connection of this instance sent, before it is acted
+        on (for the server's metrics)."""
+
+    def relaying(self, kind: str) -> None:
+        """Called for each message of type ``kind`` a connection of this instance sent that
+        is passed on unparsed (``relay_frame``, ``forward_frame``) instead of ``receiving``
+        (for the server's metrics)."""
+
+    def delivering_error(self, error: Error) -> None:
+        """Called for each ``error`` about to be sent to a connection of this instance (for
+        the server's metrics)."""
+
+    async def _attach(self, handle: Handle, connection: Connection) -> None:
+        """Attach ``connection`` and subscribe to its channel.  While the fan-out is down,
+        ``ProtocolError(UNAVAILABLE)``: the socket is refused, and the browser retries."""
+        channel = channel_of(handle)
+        self._local.setdefault(channel, {})[handle.token] = connection
+        self._attached[handle] = connection
+        if channel in self._subscriptions:
+            return
+        callback = partial(self._on_payload, channel)
+        try:
+            subscription = await self._fanout.subscribe(channel, callback)
+        except FanoutUnavailable:
+            log.warning("fan-out unavailable: a socket was refused")
+            await self._detach(handle)
+            raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE) from None
+        if channel in self._subscriptions:
+            await subscription.cancel()  # a concurrent attach subscribed first
+        else:
+            self._subscriptions[channel] = subscription
+
+    async def _detach(self, handle: Handle) -> None:
+        channel = channel_of(handle)
+        connections = self._local.get(channel)
+        if connections is None or connections.pop(handle.token, None) is None:
+            return
+        self._attached.pop(handle, None)
+        if not connections:
+            del self._local[channel]
+            subscription = self._subscriptions.pop(channel, None)
+            if subscription is not None:
+                await subscription.cancel()
