@@ -161,25 +161,31 @@ def check_limits(
                 _check_field(field, root, field.id)
 
 
-def texts_within_limits(texts: Collection[TextField], doc: Doc[Any], txn: Any) -> bool:
-    """Whether `doc`, read in pycrdt's open transaction `txn`, has only its one root and each
-    of `texts` in it is a text within its limit: all that an update which touched only
-    texts needs checked.  False says nothing more: `check_limits` tells what is wrong."""
+def has_only_its_root(doc: Doc[Any], txn: Any) -> bool:
+    """Whether `doc`, read in pycrdt's open transaction `txn`, has its one root map and no
+    other root.  False says nothing more: `check_limits` tells what is wrong."""
     roots = doc._doc.roots(txn)
-    if len(roots) != 1 or type(roots.get(ROOT)) is not _RawMap:
-        return False
-    root = roots[ROOT]
-    return all(_short_text(root, txn, field) for field in texts)
+    return len(roots) == 1 and type(roots.get(ROOT)) is _RawMap
 
 
-def _short_text(root: Any, txn: Any, field: TextField) -> bool:
-    """Whether the entry of `field` in pycrdt's raw root map is a text no longer than its
-    limit in UTF-8 bytes (so, certainly, in characters too)."""
-    try:
-        value = root.get(txn, field.id)
-    except ValueError:  # no such key
-        return False
-    return type(value) is _RawText and value.len(txn) <= field.max_length
+def text_rooms(texts: Collection[TextField], doc: Doc[Any], txn: Any) -> dict[str, int] | None:
+    """How much more each of `texts` can take within its limit, read in pycrdt's open
+    transaction `txn`: the limit less the text's length in UTF-8 bytes (at least its length
+    in characters, so the room is certain).  None if one is missing or not a text."""
+    roots = doc._doc.roots(txn)
+    root = roots.get(ROOT)
+    if type(root) is not _RawMap:
+        return None
+    rooms: dict[str, int] = {}
+    for field in texts:
+        try:
+            value = root.get(txn, field.id)
+        except ValueError:  # no such key
+            return None
+        if type(value) is not _RawText:
+            return None
+        rooms[field.id] = field.max_length - value.len(txn)
+    return rooms
 
 
 def render(template: Template, doc: Doc[Any]) -> dict[str, Rendered]:

@@ -33,7 +33,8 @@ from server.worksheets.document import (
     ROOT,
     LimitError,
     check_limits,
-    texts_within_limits,
+    has_only_its_root,
+    text_rooms,
 )
 from server.worksheets.templates import Template, TextField
 
@@ -207,6 +208,11 @@ class SharedWorksheet:
         self.limit = limit
         self._texts = tuple(field for field in template.fields if isinstance(field, TextField))
         self._text_ids = frozenset(field.id for field in self._texts)
+        #: How much more each text field can surely take: its limit less an upper bound of
+        #: its length. An update adds at most its own length to any text it touches, so a
+        #: keystroke is checked against these instead of measuring the texts; measured after
+        #: each full check, None when unknown (a full check then comes first).
+        self._rooms: dict[str, int] | None = None
         self.dirty = False
         self._on_change = on_change
         self._receiving = False
@@ -218,6 +224,7 @@ class SharedWorksheet:
 
     def _attach(self, doc: Doc[Any]) -> None:
         self.doc = doc
+        self._rooms = None
         #: The state a refused update is undone to: this, then `_since`, in order.
         self._checkpoint = doc.get_update()
         self._since: list[bytes] = []
@@ -287,7 +294,7 @@ class SharedWorksheet:
             try:
                 raw.apply_update(txn, update)
                 state = raw.get_state(txn)
-                texts_fit = texts_within_limits(self._texts, self.doc, txn)
+                one_root = has_only_its_root(self.doc, txn)
                 txn.commit()
             finally:
                 txn.drop()
@@ -307,10 +314,20 @@ class SharedWorksheet:
             return Reply(reply=self.sync_step1())
         if not changes:
             return Reply()
-        bound = self._size_bound + len(update) + _BOOKKEEPING_BYTES
-        touched = self._touched
-        if texts_fit and bound <= self.limit and touched is not None and touched <= self._text_ids:
-            # A keystroke: it touched texts only, and every text is within its limit.
+        size = len(update)
+        bound = self._size_bound + size + _BOOKKEEPING_BYTES
+        touched, rooms = self._touched, self._rooms
+        if (
+            one_root
+            and bound <= self.limit
+            and touched is not None
+            and rooms is not None
+            and touched <= self._text_ids
+            and all(rooms[field] >= size for field in touched)
+        ):
+            # A keystroke: it touched texts only, each with room for all of it.
+            for field in touched:
+                rooms[field] -= size
             return self._accept(bound, changes)
         try:
             if bound > self.limit:
@@ -321,7 +338,16 @@ class SharedWorksheet:
         except LimitError:
             self._undo(dirty)
             raise
+        self._rooms = self._measure_rooms()
         return self._accept(bound, changes)
+
+    def _measure_rooms(self) -> dict[str, int] | None:
+        raw = self.doc._doc
+        txn = raw.create_transaction()  # changes nothing: no observer is called
+        try:
+            return text_rooms(self._texts, self.doc, txn)
+        finally:
+            txn.drop()
 
     def _accept(self, bound: int, changes: list[bytes]) -> Reply:
         self._size_bound = bound
@@ -373,5 +399,6 @@ class SharedWorksheet:
             return
         self._keep([event.update])
         self._size_bound += len(event.update) + _BOOKKEEPING_BYTES
+        self._rooms = None  # a change made here (or merged) is not counted against them
         if self._on_change is not None:
             self._on_change(event.update)

@@ -25,6 +25,7 @@ from server.worksheets import (
     parse_template,
     render,
 )
+from server.worksheets.document import ROOT
 from server.worksheets.sync import (
     decode_message,
     sync_step1_message,
@@ -230,6 +231,45 @@ def test_a_text_within_its_limit_in_characters_but_not_in_bytes_is_accepted() ->
     assert call.rendered()["word"] == "😀é" * 5
     call.b.text("word").insert(0, "é")
     with pytest.raises(LimitError, match="word: is 11 characters long"):
+        call.send(call.b)
+
+
+LINE = parse_template(
+    {
+        "id": "line",
+        "title": "Line",
+        "fields": [
+            {"id": "line", "label": "Line", "kind": "short_text", "max_length": 100},
+            {"id": "other", "label": "Other", "kind": "short_text", "max_length": 100},
+        ],
+    }
+)
+
+
+def test_keystrokes_one_at_a_time_fill_a_text_to_its_limit_and_no_further() -> None:
+    # A keystroke is checked against what is left of each text's room (an update adds at
+    # most its own length), the texts measured again whenever that is not enough.
+    call = Call(LINE)
+    for n in range(100):
+        call.a.text("line").insert(n, "x")
+        call.send(call.a)
+    assert call.rendered()["line"] == "x" * 100
+
+    call.a.text("line").insert(0, "z")
+    with pytest.raises(LimitError, match="line: is 101 characters long"):
+        call.send(call.a)
+    assert call.rendered()["line"] == "x" * 100
+
+
+def test_a_text_grown_on_the_server_is_measured_again_before_the_next_keystroke() -> None:
+    call = Call(LINE)
+    call.a.text("line").insert(0, "a")
+    call.send(call.a)  # the texts are measured: plenty of room
+    line = call.server.doc.get(ROOT, type=Map)["line"]
+    line.insert(1, "b" * 98)  # a change made on the server, which no keystroke counted
+
+    call.b.text("line").insert(0, "cc")
+    with pytest.raises(LimitError, match="line: is 101 characters long"):
         call.send(call.b)
 
 
