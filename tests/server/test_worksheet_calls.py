@@ -9,6 +9,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pycrdt import create_update_message
@@ -90,6 +91,24 @@ async def saved(socket: SignallingClient, worksheet: str, *, after: int = 0) -> 
         if message["worksheet"] == worksheet and message["revision"] > after:
             revision: int = message["revision"]
             return revision
+
+
+async def send_back(pair: Pair) -> None:
+    """The therapist sends the client back to the waiting room (after the worksheet opened)."""
+    participant = (await pair.therapist.expect("peer-joined"))["participant"]
+    await pair.therapist.send({"type": "send-back", "participant": participant})
+    await pair.client.expect("sent-back")
+    await round_trip(pair.client)
+
+
+async def closed_content(
+    pair: Pair, db: async_sessionmaker[AsyncSession], worksheet: str
+) -> dict[str, Any]:
+    """Close ``worksheet`` in the call (which saves it) and read its stored fields."""
+    await pair.therapist.send({"type": "worksheet-close", "worksheet": worksheet})
+    await pair.therapist.expect("worksheet-closed")
+    content: dict[str, Any] = json.loads((await stored(db, worksheet)).content)
+    return content
 
 
 # --- opening -------------------------------------------------------------------------
@@ -271,11 +290,8 @@ async def test_a_waiting_client_receives_nothing_of_the_worksheet_and_changes_no
     pair = await admitted_pair(cast, db, clock)
     therapist, client = await open_worksheet(pair)
     assert therapist.worksheet is not None
-    participant = (await pair.therapist.expect("peer-joined"))["participant"]
-    await pair.therapist.send({"type": "send-back", "participant": participant})
-    await pair.client.expect("sent-back")
-    await round_trip(pair.client)
-    before = len(pair.client.received)
+    await send_back(pair)
+    before, therapist_before = len(pair.client.received), len(pair.therapist.received)
 
     therapist.text("went_well").insert(0, "private")
     await therapist.push()
@@ -290,18 +306,23 @@ async def test_a_waiting_client_receives_nothing_of_the_worksheet_and_changes_no
     await pair.client.send(
         {"type": "editing", "worksheet": therapist.worksheet, "field": None, "id": "m-2"}
     )
+    # As a browser writes it (no id): a keystroke's short way refuses it the same.
+    await pair.client.send(
+        {"type": "yjs", "worksheet": therapist.worksheet, "data": encode(update)}
+    )
+    therapist_before = len(pair.therapist.received)
     await round_trip(pair.client, pair.therapist)
 
     errors = pair.client.of_type("error")
-    assert [(e["error"], e["id"]) for e in errors] == [
+    assert [(e["error"], e.get("id")) for e in errors] == [
         ("not-admitted", "m-1"),
         ("not-admitted", "m-2"),
+        ("not-admitted", None),
     ]
     after = [m["type"] for m in pair.client.received[before:]]
     assert not {"worksheet", "yjs", "editing", "worksheet-saved"} & set(after)
-    await pair.therapist.send({"type": "worksheet-close", "worksheet": therapist.worksheet})
-    await pair.therapist.expect("worksheet-closed")
-    content = json.loads((await stored(db, therapist.worksheet)).content)
+    assert "yjs" not in [m["type"] for m in pair.therapist.received[therapist_before:]]
+    content = await closed_content(pair, db, therapist.worksheet)
     assert (content["went_well"], content["was_hard"]) == ("private", "")
 
 
@@ -353,9 +374,7 @@ async def test_an_update_over_a_field_limit_is_refused_and_the_document_is_uncha
 
     await round_trip(pair.therapist)
     assert therapist.content("went_well") == "fine"
-    await pair.therapist.send({"type": "worksheet-close", "worksheet": client.worksheet})
-    await pair.therapist.expect("worksheet-closed")
-    assert json.loads((await stored(db, client.worksheet)).content)["went_well"] == "fine"
+    assert (await closed_content(pair, db, client.worksheet))["went_well"] == "fine"
     assert pair.client.close_code is None
 
 
