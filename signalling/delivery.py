@@ -11,7 +11,9 @@ one instance, less one hop through the broker.
 
 Effects are published in the order the registry produced them, across all commands: a
 single drain loop empties one queue, so a later command's effects never overtake an
-earlier one's.  ``Delivery`` is the switchboard's half that knows the sockets and the
+earlier one's.  A message for a connection attached here, with nothing waiting ahead of it,
+goes straight to the socket without the queue; while it does, whatever else is published
+waits behind it, as it would behind the drain loop.  ``Delivery`` is the switchboard's half that knows the sockets and the
 fan-out; ``signalling.switchboard`` adds the commands.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
@@ -99,12 +101,22 @@ class Delivery:
             # goes straight to the socket (the drain loop would do no more).
             connection = self._reached(handle)
             if connection is not None:
-                try:
-                    await connection.send(message)
-                except Exception:
-                    log.exception("could not carry out an effect on %s", channel_of(handle))
+                await self._straight(handle, connection.send(message))
                 return
         await self._publish((Deliver(handle, message),))
+
+    async def _straight(self, handle: Handle, sending: Awaitable[None]) -> None:
+        """Await ``sending``, a send to ``handle``'s connection begun with nothing waiting
+        ahead of it, as the drain loop would: what is published meanwhile waits behind it."""
+        self._draining = True
+        try:
+            await sending
+        except Exception:
+            log.exception("could not carry out an effect on %s", channel_of(handle))
+        finally:
+            self._draining = False
+        if self._outbox:
+            await self._publish(())
 
     async def publish(self, effects: Sequence[Effect]) -> None:
         """Carry out ``effects``, in order with all others, wherever their sockets are."""

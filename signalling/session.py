@@ -148,8 +148,9 @@ class Session:
         if type(frame) is not str:
             await self._fail(ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames are refused"))
             return
-        # The commonest frame: passed on as it came when it is written as a browser writes
-        # it, to the other participant in the call or to the instance holding the rooms.
+        # The commonest frames take a short way when written as a browser writes them: a
+        # candidate is passed on as it came (to the other participant in the call, or to the
+        # instance holding the rooms), a keystroke goes to its worksheet unparsed.
         handle = self._handle
         if handle is not None:
             if frame.startswith(CANDIDATE_PREFIX):
@@ -200,6 +201,8 @@ class Session:
         fields = plain_yjs(frame)
         if fields is None or not self._sync_limiter.allow():
             return False  # the full way says what is wrong, or that it is too fast
+        # One the worksheet does not take here (the sender's first, before it has the
+        # worksheet open) takes the full way, and so counts twice against the rate.
         return await switchboard.keystroke(sender, fields[0], fields[1])
 
     async def ping(self, ts: float) -> None:

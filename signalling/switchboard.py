@@ -243,7 +243,7 @@ class Switchboard(Delivery):
         that ``encode`` would write the same (``signalling.protocol.plain_candidate``)."""
         connection = self._reached(peer)
         if connection is not None:
-            await connection.send_frame(frame)
+            await self._straight(peer, connection.send_frame(frame))
             return
         lost = self.undelivered
         await self._publish((Passed(peer, kind, frame),))

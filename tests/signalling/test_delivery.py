@@ -9,7 +9,7 @@ import pytest
 
 from signalling.effects import channel_for
 from signalling.fanout import LocalFanout
-from signalling.messages import Admitted, Message, PeerJoined, Pong
+from signalling.messages import Admitted, MediaState, Message, PeerJoined, Pong, VideoState
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
 from tests.signalling.fakes import (
@@ -20,6 +20,7 @@ from tests.signalling.fakes import (
     client_seat,
     therapist_seat,
 )
+from tests.signalling.test_candidate_frames import browser_frame, fields
 
 
 class SpyFanout(LocalFanout):
@@ -171,3 +172,22 @@ async def test_a_message_sent_after_an_interrupted_delivery_waits_for_the_rest_o
 
     assert therapist.types() == ["peer-joined", "lobby", "pong"]
     assert east.relay_lane(h) == c
+
+
+async def test_what_is_sent_while_a_message_goes_straight_to_a_socket_waits_for_it() -> None:
+    held = Held("therapist")
+    call = Call(therapist_socket=held)
+    await call.start()
+    assert call.therapist.handle is not None
+    switchboard = call.board.switchboard
+    media = MediaState(video=VideoState.ON, screen=False)
+
+    first = asyncio.create_task(switchboard.send(call.therapist.handle, media))
+    await held.holding.wait()  # on its way straight to the socket, and stuck
+    second = asyncio.create_task(switchboard.send(call.therapist.handle, Pong(ts=2)))
+    await asyncio.sleep(0)  # the pong is on its way
+    await call.client.receive(browser_frame(fields()))  # and then a candidate
+    held.release.set()
+    await asyncio.gather(first, second)
+
+    assert held.types() == ["media", "pong", "candidate"]
