@@ -13,8 +13,10 @@ Effects are published in the order the registry produced them, across all comman
 single drain loop empties one queue, so a later command's effects never overtake an
 earlier one's.  A message for a connection attached here, with nothing waiting ahead of it,
 goes straight to the socket without the queue; while it does, whatever else is published
-waits behind it, as it would behind the drain loop.  ``Delivery`` is the switchboard's half that knows the sockets and the
-fan-out; ``signalling.switchboard`` adds the commands.
+waits behind it, as it would behind the drain loop.
+
+``Delivery`` is the switchboard's half that knows the sockets and the fan-out;
+``signalling.switchboard`` adds the commands.
 """
 
 from __future__ import annotations
