@@ -51,13 +51,17 @@ THERAPIST_PASSWORD = "a long enough password"
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def app(migrated_url: str, tmp_path: Path) -> AsyncIterator[App]:
-    """As the shared ``app`` fixture, with the e-mail worker looking for mail every second."""
+    """As the shared ``app`` fixture, with the e-mail worker looking for mail every second,
+    and join links opening an hour early: the practice's day ends at 23:59, so in the last
+    half hour of it the first free time is the next day's first, up to 30 minutes away, and
+    the link to a session booked then must still lead to the waiting room."""
     port = free_port()
     settings = make_settings(
         migrated_url,
         tmp_path / "var",
         ALCOVE_PUBLIC_URL=f"http://localhost:{port}",
         ALCOVE_OUTBOX_POLL_SECONDS="1",
+        ALCOVE_JOIN_EARLY_MINUTES="60",
     )
     server = TestServer(create_app(settings), host="127.0.0.1", port=port)
     await server.start_server()
