@@ -42,6 +42,7 @@ from signalling.effects import (
 from signalling.errors import ErrorCode, ProtocolError
 from signalling.fanout import Fanout, FanoutUnavailable, Subscription
 from signalling.messages import Error, Message
+from signalling.protocol import error_for
 
 if TYPE_CHECKING:
     from signalling.router import Router
@@ -119,6 +120,20 @@ class Delivery:
             self._draining = False
         if self._outbox:
             await self._publish(())
+
+    async def _publish_for(
+        self,
+        sender: Handle,
+        effects: Sequence[Effect | Passed],
+        reply_to: Message | None = None,
+    ) -> None:
+        """``_publish`` the effects of what ``sender`` sent (``reply_to``, if parsed), and
+        tell ``sender`` ``unavailable`` if the fan-out lost any of them."""
+        lost = self.undelivered
+        await self._publish(effects)
+        if self.undelivered > lost:
+            error = ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE)
+            await self._perform_locally(Deliver(sender, error_for(error, reply_to)))
 
     async def publish(self, effects: Sequence[Effect]) -> None:
         """Carry out ``effects``, in order with all others, wherever their sockets are."""

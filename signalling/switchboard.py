@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from signalling.delivery import UNAVAILABLE_VALUE, Connection, Delivery
+from signalling.delivery import Connection, Delivery
 from signalling.effects import Deliver, Effect, Handle, Passed
 from signalling.errors import ErrorCode, ProtocolError
 from signalling.fanout import Fanout
@@ -76,6 +76,13 @@ class WorksheetHandler(Protocol):
 _WORKSHEET_TYPES = frozenset({WorksheetOpen, WorksheetClose, Yjs, Editing})
 #: Relayed to the other participant in the call; each is sent by both roles.
 _RELAYED_TYPES: frozenset[type[Message]] = frozenset({Candidate, Offer, Answer, MediaState})
+
+
+def _handler_failed(kind: str) -> ProtocolError:
+    """What the sender is told when the worksheet handler failed on a ``kind`` message other
+    than by refusing it (a bug: logged, with the exception being handled)."""
+    log.exception("the worksheet handler failed on %s", kind)
+    return ProtocolError(ErrorCode.WORKSHEET_REFUSED, f"{kind} could not be handled; try again")
 
 
 def _new_token() -> str:
@@ -210,20 +217,14 @@ class Switchboard(Delivery):
                 effects = self._command(handle, message)
         except ProtocolError as exc:
             effects = [Deliver(handle, error_for(exc, message))]
-        lost = self.undelivered
-        await self._publish(effects)
-        if self.undelivered > lost:
-            error = ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE)
-            await self._perform_locally(Deliver(handle, error_for(error, message)))
+        await self._publish_for(handle, effects, message)
 
     def relay_lane(self, handle: Handle) -> Handle | None:
         """The connection a message relayed from ``handle`` goes to, if it can go there at
         once: the rooms are held here, both participants are in the call, and nothing waits
         in the outbox ahead of it.  ``None``: the message takes the full way
         (``receive``)."""
-        if self._draining or self._outbox:
-            return None
-        if self._router is not None and self._router.forwards(handle):
+        if self._draining or self._outbox or self.forwards(handle):
             return None
         return self.registry.relay_peer(handle)
 
@@ -245,22 +246,15 @@ class Switchboard(Delivery):
         if connection is not None:
             await self._straight(peer, connection.send_frame(frame))
             return
-        lost = self.undelivered
-        await self._publish((Passed(peer, kind, frame),))
-        if self.undelivered > lost:
-            error = ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_VALUE)
-            await self._perform_locally(Deliver(sender, error_for(error)))
+        await self._publish_for(sender, (Passed(peer, kind, frame),))
 
     def worksheet_lane(self, handle: Handle) -> Participant | None:
         """The sender a ``yjs`` frame from ``handle`` may be handed to the worksheet handler
         as (``keystroke``): a live participant whose rooms are held here.  ``None``: the
         message takes the full way (``receive``)."""
-        if self.worksheets is None or handle.watcher:
+        if self.worksheets is None or self.forwards(handle):
             return None
-        if self._router is not None and self._router.forwards(handle):
-            return None
-        sender = self.registry.participant(handle.participant)
-        return sender if sender is not None and sender.handle == handle else None
+        return self._live_sender(handle)
 
     async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
         """``receive_here`` for a ``yjs`` frame not parsed, from the sender ``worksheet_lane``
@@ -269,25 +263,25 @@ class Switchboard(Delivery):
         assert sender.handle is not None and self.worksheets is not None
         try:
             taken = await self.worksheets.keystroke(sender, worksheet, data)
-        except ProtocolError as exc:
-            self.relaying(Yjs.TYPE)
-            await self._publish((Deliver(sender.handle, error_for(exc)),))
-            return True
-        except Exception:
-            log.exception("the worksheet handler failed on %s", Yjs.TYPE)
-            self.relaying(Yjs.TYPE)
-            error = ProtocolError(
-                ErrorCode.WORKSHEET_REFUSED, f"{Yjs.TYPE} could not be handled; try again"
-            )
+        except Exception as exc:
+            error = exc if isinstance(exc, ProtocolError) else _handler_failed(Yjs.TYPE)
             await self._publish((Deliver(sender.handle, error_for(error)),))
-            return True
+            taken = True
         if taken:
             self.relaying(Yjs.TYPE)
         return taken
 
-    async def _worksheet(self, handle: Handle, message: WorksheetCommand) -> None:
+    def _live_sender(self, handle: Handle) -> Participant | None:
+        """The participant whose live call socket ``handle`` is; None for a lobby socket or
+        a replaced connection."""
+        if handle.watcher:
+            return None
         sender = self.registry.participant(handle.participant)
-        if handle.watcher or sender is None or sender.handle != handle:
+        return sender if sender is not None and sender.handle == handle else None
+
+    async def _worksheet(self, handle: Handle, message: WorksheetCommand) -> None:
+        sender = self._live_sender(handle)
+        if sender is None:
             raise ProtocolError(
                 ErrorCode.FORBIDDEN, f"{message.TYPE} refused: a lobby socket has no worksheet"
             )
@@ -298,10 +292,7 @@ class Switchboard(Delivery):
         except ProtocolError:
             raise
         except Exception:
-            log.exception("the worksheet handler failed on %s", message.TYPE)
-            raise ProtocolError(
-                ErrorCode.WORKSHEET_REFUSED, f"{message.TYPE} could not be handled; try again"
-            ) from None
+            raise _handler_failed(message.TYPE) from None
 
     async def leave(self, actor: Handle) -> None:
         await self._publish(self.registry.leave(actor))

@@ -327,3 +327,14 @@ class Held(RecordingConnection):
             self.holding.set()
             await self.release.wait()
         await super().send(message)
+
+
+async def media_stuck_on_its_way() -> tuple[Call, Held, asyncio.Task[None]]:
+    """A call whose client's ``media`` message is on its way to the therapist's socket, and
+    held there (``Held.release`` lets it go on); the task sending it."""
+    held = Held("therapist")
+    call = Call(therapist_socket=held)
+    await call.start()
+    media = asyncio.create_task(call.client.receive('{"type":"media","video":"on","screen":false}'))
+    await held.holding.wait()
+    return call, held, media

@@ -4,7 +4,6 @@ only what the full way accepts and sends back unchanged, and must never overtake
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -16,7 +15,7 @@ from signalling.errors import ErrorCode
 from signalling.messages import Candidate, Error
 from signalling.protocol import encode, parse_message, plain_candidate
 from signalling.session import RateLimiter
-from tests.signalling.fakes import Call, Held
+from tests.signalling.fakes import Call, media_stuck_on_its_way
 
 LINE = "candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 0.0.0.0 rport 0"
 
@@ -148,11 +147,7 @@ async def test_candidates_relayed_unparsed_count_against_the_rate() -> None:
 
 
 async def test_a_candidate_never_overtakes_what_is_already_on_its_way() -> None:
-    held = Held("therapist")
-    call = Call(therapist_socket=held)
-    await call.start()
-    media = asyncio.create_task(call.client.receive('{"type":"media","video":"on","screen":false}'))
-    await held.holding.wait()  # the media message is on its way, and stuck
+    call, held, media = await media_stuck_on_its_way()
 
     await call.client.receive(browser_frame(fields()))
     held.release.set()

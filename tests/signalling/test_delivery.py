@@ -18,6 +18,7 @@ from tests.signalling.fakes import (
     Held,
     RecordingConnection,
     client_seat,
+    media_stuck_on_its_way,
     therapist_seat,
 )
 from tests.signalling.test_candidate_frames import browser_frame, fields
@@ -141,11 +142,7 @@ async def test_delivery_interrupted_by_the_fanout_finishes_in_the_background() -
 
 
 async def test_a_message_sent_straight_to_a_socket_never_overtakes_one_on_its_way() -> None:
-    held = Held("therapist")
-    call = Call(therapist_socket=held)
-    await call.start()
-    media = asyncio.create_task(call.client.receive('{"type":"media","video":"on","screen":false}'))
-    await held.holding.wait()  # the media message is on its way, and stuck
+    call, held, media = await media_stuck_on_its_way()
     assert call.therapist.handle is not None
 
     sending = asyncio.create_task(call.board.switchboard.send(call.therapist.handle, Pong(ts=1)))

@@ -33,15 +33,20 @@ class Worksheets:
     def __init__(self) -> None:
         self.takes = True
         self.refuses: ProtocolError | None = None
+        self.fails: Exception | None = None
         self.keystrokes: list[tuple[str, str, str]] = []
         self.handled: list[tuple[str, WorksheetCommand]] = []
 
     async def handle(self, sender: Participant, message: WorksheetCommand) -> None:
+        if self.fails is not None:
+            raise self.fails
         self.handled.append((sender.id, message))
 
     async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
         if self.refuses is not None:
             raise self.refuses
+        if self.fails is not None:
+            raise self.fails
         if self.takes:
             self.keystrokes.append((sender.id, worksheet, data))
         return self.takes
@@ -144,6 +149,25 @@ async def test_a_refused_keystroke_is_answered_with_error_and_the_socket_stays_o
     assert (error.error, error.value) == (ErrorCode.WORKSHEET_REFUSED, "over the field's limit")
     assert not call.client.closed
     assert call.therapist_socket.sent == []
+
+
+async def test_a_worksheet_handler_failing_either_way_is_refused_alike_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    call, worksheets = await call_with_worksheets()
+    worksheets.fails = RuntimeError("a bug")
+
+    await call.client.receive(browser_frame())  # the short way
+    await call.client.receive(browser_frame(id="y-2"))  # the full way
+
+    errors = call.client_socket.of(Error)
+    assert [(e.error, e.value, e.id) for e in errors] == [
+        (ErrorCode.WORKSHEET_REFUSED, "yjs could not be handled; try again", None),
+        (ErrorCode.WORKSHEET_REFUSED, "yjs could not be handled; try again", "y-2"),
+    ]
+    assert not call.client.closed
+    failures = [r for r in caplog.records if r.getMessage().startswith("the worksheet handler")]
+    assert len(failures) == 2 and all(r.exc_info for r in failures)
 
 
 async def test_keystrokes_count_against_the_worksheet_rate(
