@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pycrdt import create_update_message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.calls import SWITCHBOARD
@@ -85,6 +86,14 @@ async def test_a_browser_keystroke_the_short_way_refuses_gets_the_full_ways_answ
     # Another call's worksheet: not found, as ever, and the socket stays open.
     await other.client.send(yjs(therapist.worksheet, "AAAA"))
     assert (await other.client.expect("error"))["error"] == "not-found"
+    # A corrupt update, taken the short way: refused, and the socket stays open.
+    corrupt = create_update_message(b"\x01\x01\xff\xff\xff\xff\x0f")
+    await pair.client.send(yjs(therapist.worksheet, encode(corrupt)))
+    refused = await pair.client.expect("error")
+    assert refused["error"] == "worksheet-refused" and "id" not in refused
+    assert json.dumps(yjs(therapist.worksheet, encode(corrupt)), separators=(",", ":")) not in (
+        parsed
+    )
     # Not standard base64: a malformed message, which closes the socket.
     await pair.client.send(yjs(therapist.worksheet, "AAA"))
     assert (await pair.client.expect("error"))["error"] == "bad-message"
