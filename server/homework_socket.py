@@ -59,6 +59,10 @@ class HomeworkSubscriber:
     def actor(self) -> tuple[Actor, int]:
         return self._actor
 
+    @property
+    def connection(self) -> str:
+        return self._key  # one socket, one subscriber
+
     async def deliver(self, message: Message) -> None:
         await self._connection.send(message)
 

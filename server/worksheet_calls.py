@@ -30,6 +30,7 @@ from server.worksheet_live import LiveWorksheets, WorksheetGone
 from server.worksheet_models import CallWorksheet
 from server.worksheets import LimitError, SyncError
 from signalling import events
+from signalling.effects import Handle
 from signalling.errors import ErrorCode, ProtocolError
 from signalling.messages import Message, Role
 from signalling.participants import ADMITTED, IN_CALL, Participant
@@ -83,6 +84,11 @@ class CallSubscriber:
     @property
     def actor(self) -> tuple[Actor, int]:
         return self._actor
+
+    @property
+    def connection(self) -> Handle | None:
+        participant = self._switchboard.registry.participant(self._participant)
+        return participant.handle if participant is not None else None
 
     async def deliver(self, message: Message) -> None:
         participant = self._switchboard.registry.participant(self._participant)

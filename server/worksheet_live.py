@@ -25,7 +25,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -61,6 +61,11 @@ class Subscriber(Protocol):
     def actor(self) -> tuple[Actor, int]:
         """Who they are, for the audit trail."""
 
+    @property
+    def connection(self) -> Hashable:
+        """The connection they are on now (None when they have none): what they send is
+        counted per connection, for ``worksheet-saved``."""
+
     async def deliver(self, message: Message) -> None:
         """Send ``message`` to them; must not wait on a slow peer."""
 
@@ -88,12 +93,23 @@ class _Live:
     covered: int = 0
     #: Whether a save of this document is being written now.
     saving: bool = False
+    #: Each subscriber's connection, and how many ``yjs`` messages came from it.
+    received: dict[str, tuple[Hashable, int]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: The worksheet's id on the wire.
     ref: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.ref = worksheet_ref(self.worksheet_id)
+
+    def saved(
+        self, subscriber: Subscriber, revision: int, counts: dict[str, tuple[Hashable, int]]
+    ) -> WorksheetSaved:
+        """``worksheet-saved`` for ``subscriber``, with how many of the messages from the
+        connection it is on now the save covers (``counts``: ``received`` as it was taken)."""
+        seen = counts.get(subscriber.key)
+        covered = seen[1] if seen is not None and seen[0] == subscriber.connection else 0
+        return WorksheetSaved(worksheet=self.ref, revision=revision, received=covered)
 
     def shown(self) -> WorksheetShown:
         return WorksheetShown(
@@ -151,7 +167,7 @@ class LiveWorksheets:
         await subscriber.deliver(live.shown())
         await subscriber.deliver(Yjs(worksheet=live.ref, data=live.shared.sync_step1()))
         if not live.shared.dirty and not live.saving:  # all the server has is stored: say so
-            await subscriber.deliver(WorksheetSaved(worksheet=live.ref, revision=live.revision))
+            await subscriber.deliver(live.saved(subscriber, live.revision, live.received))
 
     async def detach(self, worksheet_id: int, key: str) -> None:
         """``key`` no longer has the worksheet open; the last one out saves and unloads it
@@ -159,6 +175,7 @@ class LiveWorksheets:
         live = self._live.get(worksheet_id)
         if live is None or live.subscribers.pop(key, None) is None:
             return
+        live.received.pop(key, None)
         if not live.subscribers:
             await self.flush(worksheet_id)
             self._unload_if_done(live)
@@ -175,8 +192,14 @@ class LiveWorksheets:
         ``WorksheetGone``; the caller tells the sender.
         """
         live = self._live.get(worksheet_id)
-        if live is None or subscriber.key not in live.subscribers:
+        key = subscriber.key
+        if live is None or key not in live.subscribers:
             raise WorksheetGone(worksheet_ref(worksheet_id))
+        # Counted before it is applied: a refused message was received all the same.
+        connection = subscriber.connection
+        seen = live.received.get(key)
+        count = seen[1] + 1 if seen is not None and seen[0] == connection else 1
+        live.received[key] = (connection, count)
         reply = live.shared.receive(data)
         if reply.reply is not None:
             await subscriber.deliver(Yjs(worksheet=live.ref, data=reply.reply))
@@ -184,11 +207,11 @@ class LiveWorksheets:
             return
         live.editors.add(subscriber.actor)
         live.applied += 1
-        live.last_change[subscriber.key] = live.applied
+        live.last_change[key] = live.applied
         self._schedule_save(live)
         update = Yjs(worksheet=live.ref, data=reply.broadcast)
-        for key, other in tuple(live.subscribers.items()):
-            if key != subscriber.key:
+        for other_key, other in tuple(live.subscribers.items()):
+            if other_key != key:
                 await other.deliver(update)
 
     async def editing(self, worksheet_id: int, subscriber: Subscriber, path: str | None) -> None:
@@ -310,6 +333,8 @@ class LiveWorksheets:
         saved: list[tuple[_Live, int, int]] = []
         merged: list[tuple[_Live, bytes]] = []
         changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]] = []
+        # Of each worksheet saved, what was received from whom when its state was taken.
+        counts: dict[int, dict[str, tuple[Hashable, int]]] = {}
         try:
             async with contextlib.AsyncExitStack() as locks:
                 for live in lives:
@@ -319,6 +344,7 @@ class LiveWorksheets:
                         continue
                     live.shared.mark_clean()
                     live.covered, live.saving = live.applied, True
+                    counts[live.worksheet_id] = dict(live.received)
                     editors, live.editors = live.editors, set()
                     state = compact(live.shared.doc)
                     content = json.dumps(render(live.template, live.shared.doc), ensure_ascii=False)
@@ -350,10 +376,10 @@ class LiveWorksheets:
             for subscriber in tuple(live.subscribers.values()):
                 await subscriber.deliver(update)
         for live, revision, covered in saved:
-            message = WorksheetSaved(worksheet=live.ref, revision=revision)
+            taken = counts[live.worksheet_id]
             for key, subscriber in tuple(live.subscribers.items()):
                 if live.last_change.get(key, 0) <= covered:
-                    await subscriber.deliver(message)
+                    await subscriber.deliver(live.saved(subscriber, revision, taken))
 
     async def _write(
         self,

@@ -118,12 +118,18 @@ class WorksheetClosed(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class WorksheetSaved(Message):
-    """Server→participant: every change the server had received is stored."""
+    """Server→participant: every change the server had received is stored; ``received``
+    says how many of the participant's ``yjs`` messages on this connection that covers."""
 
     TYPE = "worksheet-saved"
-    FIELDS = (field("worksheet", WORKSHEET_ID), field("revision", integer(0, 2**31 - 1)))
+    FIELDS = (
+        field("worksheet", WORKSHEET_ID),
+        field("revision", integer(0, 2**31 - 1)),
+        field("received", integer(0, 2**53 - 1)),
+    )
     worksheet: str
     revision: int
+    received: int
 
 
 @dataclass(frozen=True, kw_only=True)

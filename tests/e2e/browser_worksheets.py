@@ -16,16 +16,20 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Dialog, Locator, Page, expect
+from playwright.async_api import Dialog, Locator, Page, WebSocket, expect
 from playwright.async_api import Error as PlaywrightError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import worksheet_store
 from server.app import create_app
 from server.db import create_engine, sessionmaker
+from server.homework_socket import HomeworkSession
 from server.shutdown import DRAIN, Drain
 from server.worksheet_models import Homework, HomeworkStatus, Worksheet
 from tests.conftest import free_port, make_settings
@@ -388,4 +392,96 @@ async def test_what_was_typed_offline_comes_back_when_the_page_is_reloaded(
     await page.wait_for_function("() => sessionStorage.length === 0")
     assert await page.evaluate(kept) == [0, 0]
     assert await stored_text(app, homework.worksheet_id) == online + offline
+    contexts.assert_clean()
+
+
+class HeldTyping:
+    """The homework socket's ``yjs`` frames, held at the server once armed: the first one
+    after arming passes, the rest wait until released, as if still on their way.  Saves
+    wait too, once armed, until ``release_save``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed = False
+        self.passed = asyncio.Event()
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.release_save = asyncio.Event()
+        receive = HomeworkSession.receive
+        save_state = worksheet_store.save_state
+
+        async def held_receive(session: HomeworkSession, frame: str | bytes) -> None:
+            if self.armed and isinstance(frame, str) and '"type":"yjs"' in frame:
+                if not self.passed.is_set():
+                    self.passed.set()
+                else:
+                    self.held.set()
+                    await self.release.wait()
+            await receive(session, frame)
+
+        async def held_save(session: AsyncSession, worksheet_id: int, **kwargs: Any) -> Any:
+            if self.armed:
+                await self.release_save.wait()
+            return await save_state(session, worksheet_id, **kwargs)
+
+        monkeypatch.setattr(HomeworkSession, "receive", held_receive)
+        monkeypatch.setattr(worksheet_store, "save_state", held_save)
+
+
+async def test_a_change_still_on_its_way_when_a_save_is_announced_is_not_called_saved(
+    app: ServedApp, contexts: Contexts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    therapist_row = await make_therapist(app.db, email=EMAIL, password=PASSWORD, timezone="UTC")
+    client_row = await make_client(app.db, therapist_row.id, name=CLIENT_NAME, email=CLIENT_EMAIL)
+    homework, token = await make_homework(
+        app.db,
+        therapist_row.id,
+        client_row.id,
+        now=dt.datetime.now(dt.UTC),
+        expires_in=dt.timedelta(days=7),
+        template_key=CHECK_IN,
+    )
+    typing = HeldTyping(monkeypatch)
+    page = await (await contexts.new("phone")).new_page()
+    announced: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    def watch(socket: WebSocket) -> None:
+        def frame(payload: str | bytes) -> None:
+            if isinstance(payload, str) and '"worksheet-saved"' in payload:
+                announced.append(json.loads(payload))
+                arrived.set()
+
+        socket.on("framereceived", frame)
+
+    page.on("websocket", watch)
+    await page.goto(f"/homework/{token}")
+    await page.wait_for_url(re.compile(r"/homework$"))
+    await wait_until_loaded(page)
+    panel = page.locator("#worksheet")
+    went_well = field(page, "went_well")
+    await went_well.fill("We walked")
+    await expect(panel).to_have_attribute("data-state", "saved")
+
+    # " twice" reaches the server and is saved; " today" is still on its way when the save
+    # is announced.
+    typing.armed = True
+    await went_well.press("End")
+    await went_well.press_sequentially(" twice")
+    await typing.passed.wait()
+    await went_well.press_sequentially(" today")
+    async with asyncio.timeout(10):
+        await typing.held.wait()
+    arrived.clear()
+    typing.release_save.set()
+    async with asyncio.timeout(10):
+        await arrived.wait()  # the save of " twice", announced with " today" on its way
+    assert isinstance(announced[-1]["received"], int)
+    await expect(panel).to_have_attribute("data-state", "saving")
+    # What the server has not stored is still kept in the tab.
+    assert await page.evaluate("() => sessionStorage.length") == 1
+
+    typing.release.set()
+    await expect(panel).to_have_attribute("data-state", "saved")
+    await page.wait_for_function("() => sessionStorage.length === 0")
+    assert await stored_text(app, homework.worksheet_id) == "We walked twice today"
     contexts.assert_clean()

@@ -22,7 +22,7 @@ from server.worksheet_calls import CallWorksheets
 from server.worksheet_models import CallWorksheet, Worksheet
 from tests.conftest import FakeClock
 from tests.server.test_ws import Cast, ref, round_trip, serving, therapist_with
-from tests.support.signalling_client import SignallingClient
+from tests.support.signalling_client import Json, SignallingClient
 from tests.support.worksheet_client import WorksheetClient
 
 CHECK_IN = "weekly-check-in"
@@ -418,6 +418,41 @@ async def test_an_update_is_relayed_once_and_a_repeat_not_at_all(
     await round_trip(pair.client, pair.therapist)
     assert pair.therapist.pending("yjs") == 0
     assert not pair.client.of_type("error")
+
+
+async def covering(client: WorksheetClient) -> Json:
+    """The first ``worksheet-saved`` covering every message ``client`` sent on its socket;
+    none may claim more than it had sent."""
+    while True:
+        message = await client.socket.expect("worksheet-saved")
+        assert message["received"] <= client.sent
+        if message["received"] == client.sent:
+            return message
+
+
+async def test_a_save_tells_each_participant_how_many_of_its_messages_it_stored(
+    cast: Cast, db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    pair = await admitted_pair(cast, db, clock)
+    _, client = await open_worksheet(pair)
+    assert client.worksheet is not None
+    client.text("went_well").insert(0, "We talked on Tuesday.")
+    await client.push()
+    assert client.sent == 3  # its sync step 1, its step 2 in answer to the server's, the edit
+    assert (await covering(client))["received"] == 3
+
+    # On a new socket the count starts again: a save of the old socket's messages covers
+    # none of the new one's.
+    await pair.client.close()
+    socket = await cast.client(pair.token)
+    await client.reattach(socket)
+    assert (await socket.expect("worksheet-saved"))["received"] == 0
+    client.text("went_well").insert(0, "Again: ")
+    await client.push()
+    await covering(client)
+    assert json.loads((await stored(db, client.worksheet)).content)["went_well"] == (
+        "Again: We talked on Tuesday."
+    )
 
 
 # --- audit ---------------------------------------------------------------------------

@@ -28,6 +28,8 @@ class WorksheetClient:
         self.peer = Peer(name)
         self.worksheet: str | None = None
         self.refused: list[Json] = []
+        #: ``yjs`` messages sent on the current socket, as a browser counts them.
+        self.sent = 0
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -51,6 +53,7 @@ class WorksheetClient:
         """Carry on over a new socket (a reconnect), keeping the document and its edits."""
         await self.stop()
         self.socket = socket
+        self.sent = 0
         return await self.expect_worksheet()
 
     def text(self, field_id: str) -> Text:
@@ -99,3 +102,4 @@ class WorksheetClient:
         await self.socket.send(
             {"type": "yjs", "worksheet": self.worksheet, "data": base64.b64encode(data).decode()}
         )
+        self.sent += 1

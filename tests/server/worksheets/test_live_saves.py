@@ -35,6 +35,8 @@ class Recorder:
     def __init__(self, key: str, actor: tuple[Actor, int]) -> None:
         self.key = key
         self.actor = actor
+        #: The socket it stands for: a reconnect is a new one.
+        self.connection: object = 1
         self.received: list[Message] = []
         self.arrived = asyncio.Event()
 
@@ -390,3 +392,66 @@ async def test_a_change_arriving_while_a_save_is_written_is_acknowledged_by_the_
     assert therapist.saved() == [0, 2]  # revision 1 did not hold the therapist's line
     stored = json.loads((await stored_row(db, worksheet_id)).content)
     assert (stored["went_well"], stored["was_hard"]) == ("walked twice", "noted: Sunday evenings")
+
+
+def last_saved(person: Recorder) -> WorksheetSaved:
+    saved = [m for m in person.received if isinstance(m, WorksheetSaved)]
+    assert saved, "no worksheet-saved yet"
+    return saved[-1]
+
+
+async def test_a_save_says_how_many_messages_from_the_connection_it_covers_not_one_after(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the save of "walked" is written, the browser asks for the server's state again
+    # (message 3, which changes nothing) and then types on (message 4, on its way): the save
+    # covers what had arrived when it began, no more.
+    worksheet_id, client, live, peer = await one_check_in(db, clock)  # step 1: message 1
+    assert last_saved(client).received == 0  # on attaching: nothing had arrived yet
+    saves = HeldSaves(monkeypatch)
+    peer.text("went_well").insert(0, "walked")
+    await live.receive(worksheet_id, client, peer.take_outbox()[0])  # message 2
+    await saves.until_writing()
+    await live.receive(worksheet_id, client, peer.sync_step1())  # message 3
+    peer.text("went_well").insert(6, " twice")
+    late = peer.take_outbox()[0]  # message 4, still on its way
+    saves.release.set()
+    await until_revision(client, 1)
+    assert last_saved(client).received == 2
+
+    await live.receive(worksheet_id, client, late)
+    await until_revision(client, 2)
+    await live.close()
+    assert last_saved(client).received == 4
+    assert json.loads((await stored_row(db, worksheet_id)).content)["went_well"] == "walked twice"
+
+
+async def test_a_new_connection_is_counted_from_nothing_and_a_save_of_the_old_one_covers_none(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worksheet_id, client, live, peer = await one_check_in(db, clock)
+    therapist = Recorder("therapist", (Actor.THERAPIST, 1))
+    await synced_peer(live, worksheet_id, therapist)  # keeps the worksheet loaded throughout
+    saves = HeldSaves(monkeypatch)
+    peer.text("went_well").insert(0, "walked")
+    await live.receive(worksheet_id, client, peer.take_outbox()[0])  # message 2 of socket 1
+    await saves.until_writing()
+    # The socket drops and the page comes back on a new one while the save is written: the
+    # save's count is of the old socket's messages, and covers none of the new one's.
+    client.connection = 2
+    await live.attach(worksheet_id, client)
+    await live.receive(worksheet_id, client, peer.sync_step1())  # message 1 of socket 2
+    saves.release.set()
+    await until_revision(client, 1)
+    assert last_saved(client).received == 0
+
+    peer.text("went_well").insert(6, " twice")
+    await live.receive(worksheet_id, client, peer.take_outbox()[0])  # message 2 of socket 2
+    await until_revision(client, 2)
+    assert last_saved(client).received == 2
+    # Gone and back on the same socket (sent back to the waiting room, admitted again): the
+    # page counts afresh, and so does the server.
+    await live.detach(worksheet_id, client.key)
+    await live.attach(worksheet_id, client)
+    assert last_saved(client).received == 0
+    await live.close()

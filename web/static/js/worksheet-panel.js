@@ -28,7 +28,7 @@ import { captureCaret, restoreCaret } from "./worksheet-text.js";
 /** @typedef {{type: "worksheet-closed", worksheet: string}} WorksheetClosedMessage */
 /** @typedef {{type: "yjs", worksheet: string, data: string}} YjsMessage */
 /** @typedef {{type: "editing", worksheet: string, field: string | null}} EditingMessage */
-/** @typedef {{type: "worksheet-saved", worksheet: string, revision: number}} WorksheetSavedMessage */
+/** @typedef {{type: "worksheet-saved", worksheet: string, revision: number, received?: number}} WorksheetSavedMessage */
 /** @typedef {{type: "error", error: string, value: string}} WorksheetErrorMessage */
 /**
  * @typedef {WorksheetMessage | WorksheetClosedMessage | YjsMessage | EditingMessage
@@ -99,6 +99,10 @@ export class WorksheetPanel extends EventTarget {
   #unsent = false;
   /** Changes were sent since the server last said it had stored everything. */
   #unacknowledged = false;
+  /** `yjs` messages sent for the open worksheet on this connection (docs/PROTOCOL.md). */
+  #posted = 0;
+  /** The count of those a `worksheet-saved` must cover (`received`) to cover our changes. */
+  #needed = 0;
   #refusedAt = 0;
   /** @type {PanelStatus} */
   #status = "closed";
@@ -191,7 +195,9 @@ export class WorksheetPanel extends EventTarget {
         if (message.worksheet === this.#id) this.#receiveSync(message.data);
         break;
       case "worksheet-saved":
-        if (message.worksheet === this.#id) {
+        // A save that began while our last change was on its way does not cover it: the
+        // next one will.
+        if (message.worksheet === this.#id && !(typeof message.received === "number" && message.received < this.#needed)) {
           this.#unacknowledged = false;
           this.#updateStatus();
         }
@@ -223,7 +229,10 @@ export class WorksheetPanel extends EventTarget {
    */
   setConnected(connected) {
     this.#connected = connected;
-    if (!connected) this.#peerField = null;
+    if (!connected) {
+      this.#peerField = null;
+      this.#restartCount(); // the server counts what the next connection sends afresh
+    }
     this.#showPeer();
     this.#updateStatus();
   }
@@ -241,6 +250,7 @@ export class WorksheetPanel extends EventTarget {
     this.#peerField = null;
     this.#ownField = null;
     this.#unacknowledged = false;
+    this.#restartCount();
     this.#form = null;
     this.#message = null;
     this.#root.replaceChildren();
@@ -355,6 +365,7 @@ export class WorksheetPanel extends EventTarget {
       // before (perhaps on a socket that died before its `worksheet-saved` came) it had.
       this.#unsent = false;
       this.#unacknowledged = result.carries;
+      if (result.carries) this.#needed = this.#posted;
     }
     restoreCaret(caret, record.doc);
     this.#updateStatus();
@@ -373,6 +384,7 @@ export class WorksheetPanel extends EventTarget {
         this.#unsent = true; // the step 2 after the next step 1 carries it
       } else {
         this.#unacknowledged = true;
+        this.#needed = this.#posted;
       }
     }
     this.#updateStatus();
@@ -417,7 +429,7 @@ export class WorksheetPanel extends EventTarget {
     element.setAttribute("role", kind === "refused" ? "alert" : "status");
   }
 
-  /** @param {object} message */
+  /** @param {{type: string}} message */
   #post(message) {
     let sent = false;
     try {
@@ -426,7 +438,14 @@ export class WorksheetPanel extends EventTarget {
       console.warn("worksheet: could not send", error);
     }
     if (!sent) this.#connected = false;
+    else if (message.type === "yjs") this.#posted += 1;
     return sent;
+  }
+
+  /** A new connection, or another worksheet: `worksheet-saved` counts from nothing again. */
+  #restartCount() {
+    this.#posted = 0;
+    this.#needed = 0;
   }
 
   #updateStatus() {
