@@ -5,9 +5,11 @@ client of a call); every typist types into the same long-text field of its works
 ``rate`` updates a second, each update one character as a y-protocols update message. The
 latency of an update is the time from its send by one typist until the other has received
 and applied it. The same load, with the same pycrdt typists, runs against the reference
-Node server (``@y/websocket-server`` with ``yjs``) and against Alcove's own server
-(``alcove serve`` in a separate process, so that its CPU time can be read), alternating
-for ``rounds`` rounds so that both see the same machine; the rounds are pooled.
+Node server (``@y/websocket-server`` with ``yjs``), against Alcove's own server (``alcove
+serve`` in a separate process, so that its CPU time can be read), and against the floor
+(``bench.worksheet.floor``: the reference's protocol on Alcove's stack, aiohttp, uvloop and
+pycrdt, with nothing else), alternating for ``rounds`` rounds so that all see the same
+machine; the rounds are pooled.
 
     python -m bench.worksheet [--pairs 50] [--rate 20] [--seconds 30] [--rounds 2]
 """
@@ -33,6 +35,7 @@ FIELD = "went_well"
 TEMPLATE = "weekly-check-in"
 REFERENCE = "reference (@y/websocket-server)"
 ALCOVE = "Alcove"
+FLOOR = "floor (aiohttp + pycrdt, no checks)"
 
 
 async def run_reference(args: argparse.Namespace) -> Result:
@@ -42,6 +45,15 @@ async def run_reference(args: argparse.Namespace) -> Result:
     ):
         pairs = await reference.connect_pairs(http, base, args.pairs, FIELD, TEMPLATE)
         return await _measure(REFERENCE, pairs, pid, args)
+
+
+async def run_floor(args: argparse.Namespace) -> Result:
+    async with (
+        reference.running_floor() as (base, pid),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
+    ):
+        pairs = await reference.connect_pairs(http, base, args.pairs, FIELD, TEMPLATE)
+        return await _measure(FLOOR, pairs, pid, args)
 
 
 async def run_alcove(args: argparse.Namespace) -> Result:
@@ -90,13 +102,18 @@ def report(rounds: dict[str, list[Result]], args: argparse.Namespace) -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for result in results.values():
         print(_row(result))
-    if ALCOVE in results and REFERENCE in results:
-        ours, ref = results[ALCOVE], results[REFERENCE]
-        print(
-            f"| ours / reference | {ours.latency(0.5) / ref.latency(0.5):.2f}× "
-            f"| {ours.latency(0.99) / ref.latency(0.99):.2f}× "
-            f"| {ours.cpu_per_update / ref.cpu_per_update:.2f}× | | |"
-        )
+    for name, label, base in (
+        ("ours / reference", ALCOVE, REFERENCE),
+        ("floor / reference", FLOOR, REFERENCE),
+        ("ours / floor", ALCOVE, FLOOR),
+    ):
+        if label in results and base in results:
+            mine, theirs = results[label], results[base]
+            print(
+                f"| {name} | {mine.latency(0.5) / theirs.latency(0.5):.2f}× "
+                f"| {mine.latency(0.99) / theirs.latency(0.99):.2f}× "
+                f"| {mine.cpu_per_update / theirs.cpu_per_update:.2f}× | | |"
+            )
     print()
     for label, each in rounds.items():
         for number, result in enumerate(each, 1):
@@ -125,8 +142,8 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
-    chosen = {"reference": REFERENCE, "alcove": ALCOVE}
-    servers = [REFERENCE, ALCOVE] if args.only is None else [chosen[args.only]]
+    chosen = {"reference": REFERENCE, "alcove": ALCOVE, "floor": FLOOR}
+    servers = [REFERENCE, ALCOVE, FLOOR] if args.only is None else [chosen[args.only]]
     try:
         if REFERENCE in servers:
             reference.install()
@@ -134,7 +151,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"bench/worksheet: skipping the reference server: {error}")
         servers.remove(REFERENCE)
     rounds: dict[str, list[Result]] = {label: [] for label in servers}
-    runners = {REFERENCE: run_reference, ALCOVE: run_alcove}
+    runners = {REFERENCE: run_reference, ALCOVE: run_alcove, FLOOR: run_floor}
     for number in range(args.rounds):
         # Alternate which goes first, so that neither always follows the other's aftermath.
         order = servers if number % 2 == 0 else servers[::-1]
@@ -150,5 +167,5 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per round")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--only", choices=("reference", "alcove"), help="one server only")
+    parser.add_argument("--only", choices=("reference", "alcove", "floor"), help="one server only")
     _event_loop_runner()(main(parser.parse_args()))

@@ -19,6 +19,7 @@ import filecmp
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -66,9 +67,25 @@ async def running_reference() -> AsyncIterator[tuple[str, int]]:
     assert node is not None
     port = free_port()
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port)}
+    async with running([node, str(SERVER_JS)], port, env) as pid:
+        yield f"ws://127.0.0.1:{port}", pid
+
+
+@contextlib.asynccontextmanager
+async def running_floor() -> AsyncIterator[tuple[str, int]]:
+    """``bench.worksheet.floor`` (the same protocol on our stack): base URL and process id."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.worksheet.floor", str(port)]
+    async with running(command, port, dict(os.environ)) as pid:
+        yield f"ws://127.0.0.1:{port}", pid
+
+
+@contextlib.asynccontextmanager
+async def running(command: Sequence[str], port: int, env: dict[str, str]) -> AsyncIterator[int]:
+    """A server that says "running at" on its first line, once it accepts on ``port``:
+    yields its process id."""
     process = await asyncio.create_subprocess_exec(
-        node,
-        str(SERVER_JS),
+        *command,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -77,14 +94,27 @@ async def running_reference() -> AsyncIterator[tuple[str, int]]:
         assert process.stdout is not None
         async with asyncio.timeout(15):
             line = await process.stdout.readline()
-        if b"running at" not in line:
-            raise ReferenceUnavailable(f"the reference server did not start: {line!r}")
+            if b"running at" not in line:
+                raise ReferenceUnavailable(f"{command[-1]} did not start: {line!r}")
+            await _accepting(port)
         # Keep its output drained so that a chatty server never blocks on a full pipe.
         drainer = asyncio.create_task(_drain(process.stdout))
-        yield f"ws://127.0.0.1:{port}", process.pid
+        yield process.pid
         drainer.cancel()
     finally:
         await stop(process)
+
+
+async def _accepting(port: int) -> None:
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
