@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -39,21 +40,25 @@ FLOOR = "floor (aiohttp + pycrdt, no checks)"
 
 
 async def run_reference(args: argparse.Namespace) -> Result:
-    async with (
-        reference.running_reference() as (base, pid),
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
-    ):
-        pairs = await reference.connect_pairs(http, base, args.pairs, FIELD, TEMPLATE)
-        return await _measure(REFERENCE, pairs, pid, args)
+    return await _run_y_websocket(REFERENCE, reference.running_reference(), args)
 
 
 async def run_floor(args: argparse.Namespace) -> Result:
+    return await _run_y_websocket(FLOOR, reference.running_floor(), args)
+
+
+async def _run_y_websocket(
+    label: str,
+    server: contextlib.AbstractAsyncContextManager[tuple[str, int]],
+    args: argparse.Namespace,
+) -> Result:
+    """A server of y-websocket's protocol (the reference, or the floor), given running."""
     async with (
-        reference.running_floor() as (base, pid),
+        server as (base, pid),
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
     ):
         pairs = await reference.connect_pairs(http, base, args.pairs, FIELD, TEMPLATE)
-        return await _measure(FLOOR, pairs, pid, args)
+        return await _measure(label, pairs, pid, args)
 
 
 async def run_alcove(args: argparse.Namespace) -> Result:

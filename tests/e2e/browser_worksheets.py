@@ -332,12 +332,12 @@ async def stored_text(app: App, worksheet_id: int) -> str:
     return text
 
 
-async def test_what_was_typed_offline_comes_back_when_the_page_is_reloaded(
-    app: ServedApp, contexts: Contexts
-) -> None:
+async def check_in_homework(app: App) -> tuple[Homework, str]:
+    """A weekly check-in given as homework to a therapist's client: the row and its link's
+    token."""
     therapist_row = await make_therapist(app.db, email=EMAIL, password=PASSWORD, timezone="UTC")
     client_row = await make_client(app.db, therapist_row.id, name=CLIENT_NAME, email=CLIENT_EMAIL)
-    homework, token = await make_homework(
+    return await make_homework(
         app.db,
         therapist_row.id,
         client_row.id,
@@ -345,6 +345,12 @@ async def test_what_was_typed_offline_comes_back_when_the_page_is_reloaded(
         expires_in=dt.timedelta(days=7),
         template_key=CHECK_IN,
     )
+
+
+async def test_what_was_typed_offline_comes_back_when_the_page_is_reloaded(
+    app: ServedApp, contexts: Contexts
+) -> None:
+    homework, token = await check_in_homework(app)
     context = await contexts.new("phone")
     page = await context.new_page()
 
@@ -430,16 +436,7 @@ class HeldTyping:
 async def test_a_change_still_on_its_way_when_a_save_is_announced_is_not_called_saved(
     app: ServedApp, contexts: Contexts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    therapist_row = await make_therapist(app.db, email=EMAIL, password=PASSWORD, timezone="UTC")
-    client_row = await make_client(app.db, therapist_row.id, name=CLIENT_NAME, email=CLIENT_EMAIL)
-    homework, token = await make_homework(
-        app.db,
-        therapist_row.id,
-        client_row.id,
-        now=dt.datetime.now(dt.UTC),
-        expires_in=dt.timedelta(days=7),
-        template_key=CHECK_IN,
-    )
+    homework, token = await check_in_homework(app)
     typing = HeldTyping(monkeypatch)
     page = await (await contexts.new("phone")).new_page()
     announced: list[dict[str, Any]] = []
