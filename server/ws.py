@@ -86,8 +86,11 @@ class SocketConnection:
                 await self._enqueue(frame)
 
     async def send_frame(self, frame: str) -> None:
-        if not self._closing and not self._written(frame):
+        if not self.send_now(frame):
             await self._enqueue(frame)
+
+    def send_now(self, frame: str) -> bool:
+        return self._closing or self._written(frame)
 
     def _written(self, frame: str) -> bool:
         """Write ``frame`` now if nothing is queued ahead of it and the transport has room;

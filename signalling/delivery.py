@@ -68,6 +68,10 @@ class Connection(Protocol):
         """Send a message already encoded (by ``signalling.protocol.encode``, on another
         instance), as ``send`` does."""
 
+    def send_now(self, frame: str) -> bool:
+        """``send_frame`` at once, if that needs no waiting; whether it was done (``False``:
+        nothing was, and ``send_frame`` is the way)."""
+
     async def close(self, code: int, reason: str) -> None: ...
 
 

@@ -244,7 +244,9 @@ class Switchboard(Delivery):
         that ``encode`` would write the same (``signalling.protocol.plain_candidate``)."""
         connection = self._reached(peer)
         if connection is not None:
-            await self._straight(peer, connection.send_frame(frame))
+            # Written at once if it can be: nothing can come between, so nothing need wait.
+            if not connection.send_now(frame):
+                await self._straight(peer, connection.send_frame(frame))
             return
         await self._publish_for(sender, (Passed(peer, kind, frame),))
 

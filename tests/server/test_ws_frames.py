@@ -9,11 +9,12 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from server.ws import text_frame
+from server.ws import SocketConnection, text_frame
 
 Client = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
 TEXTS = web.AppKey("texts", list[str])
+AT_ONCE = web.AppKey("at_once", list[bool])
 
 
 async def write_frames(request: web.Request) -> web.StreamResponse:
@@ -61,3 +62,37 @@ async def test_frames_written_one_after_another_read_back_in_order(
 ) -> None:
     texts = ["a", "b" * 200, "c" * 70000, "d"]
     assert await received(aiohttp_client, texts) == [(WSMsgType.TEXT, t) for t in texts]
+
+
+async def send_now_frames(request: web.Request) -> web.StreamResponse:
+    """A small frame written at once; a frame too large for the room left in the transport's
+    buffer, queued; a small one asked to go at once after it, which must not; then a close."""
+    ws = web.WebSocketResponse(compress=False)
+    await ws.prepare(request)
+    connection = SocketConnection(ws, transport=request.transport)
+    at_once = request.app[AT_ONCE]
+    at_once.append(connection.send_now("first"))
+    await connection.send_frame("x" * 70000)
+    at_once.append(connection.send_now("last"))
+    if not at_once[-1]:
+        await connection.send_frame("last")
+    await connection.close(1000, "done")
+    at_once.append(connection.send_now("after the close"))  # dropped, and said to be done
+    await connection.finish()
+    return ws
+
+
+async def test_a_frame_goes_at_once_only_with_nothing_queued_ahead_of_it(
+    aiohttp_client: Client,
+) -> None:
+    app = web.Application()
+    app[AT_ONCE] = []
+    app.router.add_get("/", send_now_frames)
+    client = await aiohttp_client(app)
+    texts = []
+    async with client.ws_connect("/", max_msg_size=2**20) as ws:
+        async for message in ws:
+            texts.append(message.data)
+
+    assert texts == ["first", "x" * 70000, "last"]
+    assert app[AT_ONCE] == [True, False, True]

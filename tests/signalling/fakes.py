@@ -84,6 +84,9 @@ class RecordingConnection:
             self.frames.append(frame)
         await self.send(parse_message(frame))
 
+    def send_now(self, frame: str) -> bool:
+        return False  # always the way of ``send_frame``, whose order the tests follow
+
     async def close(self, code: int, reason: str) -> None:
         if not self.closed:
             self.close_code = code
@@ -315,12 +318,24 @@ class Call:
 
 
 class Held(RecordingConnection):
-    """A connection whose first ``media`` waits until released, as a slow send would."""
+    """A connection whose first ``media`` waits until released, as a slow send would; with
+    ``at_once``, one that writes a frame at once whenever asked (``send_now``), as a socket
+    with room in its buffer does, keeping those frames in ``at_once`` as well."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, *, at_once: bool = False) -> None:
         super().__init__(label)
         self.release = asyncio.Event()
         self.holding = asyncio.Event()
+        self._writes_at_once = at_once
+        self.at_once: list[str] = []
+
+    def send_now(self, frame: str) -> bool:
+        if not self._writes_at_once or self.closed:
+            return False
+        self.at_once.append(frame)
+        self.frames.append(frame)
+        self.sent.append(parse_message(frame))
+        return True
 
     async def send(self, message: Message) -> None:
         if isinstance(message, MediaState) and not self.release.is_set():
@@ -329,10 +344,10 @@ class Held(RecordingConnection):
         await super().send(message)
 
 
-async def media_stuck_on_its_way() -> tuple[Call, Held, asyncio.Task[None]]:
+async def media_stuck_on_its_way(*, at_once: bool = False) -> tuple[Call, Held, asyncio.Task[None]]:
     """A call whose client's ``media`` message is on its way to the therapist's socket, and
     held there (``Held.release`` lets it go on); the task sending it."""
-    held = Held("therapist")
+    held = Held("therapist", at_once=at_once)
     call = Call(therapist_socket=held)
     await call.start()
     media = asyncio.create_task(call.client.receive('{"type":"media","video":"on","screen":false}'))

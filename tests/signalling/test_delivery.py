@@ -188,3 +188,27 @@ async def test_what_is_sent_while_a_message_goes_straight_to_a_socket_waits_for_
     await asyncio.gather(first, second)
 
     assert held.types() == ["media", "pong", "candidate"]
+
+
+async def test_a_candidate_a_socket_can_take_at_once_is_written_at_once() -> None:
+    held = Held("therapist", at_once=True)
+    call = Call(therapist_socket=held)
+    await call.start()
+    frame = browser_frame(fields())
+
+    await call.client.receive(frame)
+
+    assert held.at_once == [frame]
+    assert held.types()[-1] == "candidate"
+
+
+async def test_a_candidate_is_not_written_at_once_past_a_message_on_its_way() -> None:
+    call, held, media = await media_stuck_on_its_way(at_once=True)
+
+    passing = asyncio.create_task(call.client.receive(browser_frame(fields())))
+    await asyncio.sleep(0)
+    held.release.set()
+    await asyncio.gather(media, passing)
+
+    assert held.types() == ["media", "candidate"]
+    assert held.at_once == []  # it waited behind the media, the full way
