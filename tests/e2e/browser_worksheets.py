@@ -347,6 +347,14 @@ async def check_in_homework(app: App) -> tuple[Homework, str]:
     )
 
 
+async def open_homework(page: Page, token: str) -> None:
+    """Follow the e-mailed link (which leaves the token out of the page's address) until
+    the worksheet can be typed into."""
+    await page.goto(f"/homework/{token}")
+    await page.wait_for_url(re.compile(r"/homework$"))
+    await wait_until_loaded(page)
+
+
 async def test_what_was_typed_offline_comes_back_when_the_page_is_reloaded(
     app: ServedApp, contexts: Contexts
 ) -> None:
@@ -359,9 +367,7 @@ async def test_what_was_typed_offline_comes_back_when_the_page_is_reloaded(
         await dialog.accept()
 
     page.on("dialog", leave)
-    await page.goto(f"/homework/{token}")
-    await page.wait_for_url(re.compile(r"/homework$"))
-    await wait_until_loaded(page)
+    await open_homework(page, token)
     panel = page.locator("#worksheet")
     went_well = field(page, "went_well")
     online = "We walked to the park together."
@@ -451,9 +457,7 @@ async def test_a_change_still_on_its_way_when_a_save_is_announced_is_not_called_
         socket.on("framereceived", frame)
 
     page.on("websocket", watch)
-    await page.goto(f"/homework/{token}")
-    await page.wait_for_url(re.compile(r"/homework$"))
-    await wait_until_loaded(page)
+    await open_homework(page, token)
     panel = page.locator("#worksheet")
     went_well = field(page, "went_well")
     await went_well.fill("We walked")
