@@ -319,6 +319,8 @@ async def test_a_link_that_stays_poor_offers_audio_only(app: App, contexts: Cont
         await expect(prompt).to_be_hidden()
         await expect(therapist.locator("#audio-only")).to_have_attribute("aria-pressed", "true")
         await expect(client.locator(".remote-paused")).to_be_visible(timeout=MEDIA_TIMEOUT_MS)
+        # ``replaceTrack(null)`` settles a moment after the page has said so.
+        await wait_for_senders(therapist, "video", "none")
         assert all(s is None for s in await senders(therapist, "video"))
     contexts.assert_clean()
 
