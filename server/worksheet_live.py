@@ -386,21 +386,20 @@ class LiveWorksheets:
         changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]],
         merged: list[tuple[_Live, bytes]],
     ) -> list[tuple[_Live, int, int]]:
-        """Store the documents' states and their audit events in one transaction; for each
-        document stored, its new revision and the changes the save covers."""
+        """Store the documents' states (in one statement) and their audit events in one
+        transaction; for each document stored, its new revision and the changes the save
+        covers.  One saved elsewhere meanwhile is merged and stored on its own."""
         saved: list[tuple[_Live, int, int]] = []
         now = self._clock()
         async with self._sessionmaker() as db, db.begin():
             writes: list[audit.Write] = []
-            for live, editors, state, content in changed:
-                revision = await worksheet_store.save_state(
-                    db,
-                    live.worksheet_id,
-                    state=state,
-                    content=content,
-                    now=now,
-                    expected=live.revision,
-                )
+            saves = [
+                worksheet_store.Save(live.worksheet_id, state, content, expected=live.revision)
+                for live, _, state, content in changed
+            ]
+            stored = await worksheet_store.save_states(db, saves, now=now)
+            for live, editors, _, _ in changed:
+                revision = stored.get(live.worksheet_id)
                 if revision is None:
                     revision = await self._merge_and_save(db, live, now, merged)
                 writes += (

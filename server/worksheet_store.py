@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Integer, Table, and_, bindparam, column, or_, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.models import Client
@@ -187,6 +188,61 @@ _SAVE = (
     .returning(_WORKSHEETS.c.revision)
 )
 _SAVE_EXPECTED = _SAVE.where(_WORKSHEETS.c.revision == bindparam("w_expected"))
+#: The rows ``save_states`` is given, without their data.
+_SAVED = values(
+    column("w_id", Integer),
+    column("w_state", _WORKSHEETS.c.state.type),
+    column("w_content", _WORKSHEETS.c.content.type),
+    column("w_expected", Integer),
+    name="saved",
+)
+
+
+@dataclass(frozen=True)
+class Save:
+    """A document to store with ``save_states``, if its revision is still ``expected``."""
+
+    worksheet_id: int
+    state: bytes
+    content: str
+    expected: int
+
+
+#: At most this many worksheets go in one statement (four parameters each).
+SAVES_PER_STATEMENT = 500
+
+
+async def save_states(
+    session: AsyncSession, saves: Sequence[Save], *, now: dt.datetime
+) -> dict[int, int]:
+    """Store several documents and their renderings, each whose revision is still the one
+    expected; the new revision of each stored, by worksheet id.  One missing was not
+    stored: it is gone, or someone else saved it meanwhile.
+
+    One statement for up to ``SAVES_PER_STATEMENT`` of them (an ``UPDATE`` joined to the
+    rows given as ``VALUES``): a batch of fifty saves was fifty statements, each a trip to
+    the database (to SQLite's thread, or over the network to PostgreSQL).
+    """
+    stored: dict[int, int] = {}
+    for start in range(0, len(saves), SAVES_PER_STATEMENT):
+        chunk = saves[start : start + SAVES_PER_STATEMENT]
+        rows = _SAVED.data([(s.worksheet_id, s.state, s.content, s.expected) for s in chunk])
+        given = rows.cte("saved")
+        statement = (
+            update(_WORKSHEETS)
+            .where(_WORKSHEETS.c.id == given.c.w_id)
+            .where(_WORKSHEETS.c.revision == given.c.w_expected)
+            .values(
+                state=given.c.w_state,
+                content=given.c.w_content,
+                revision=_WORKSHEETS.c.revision + 1,
+                updated_at=bindparam("w_now", type_=_WORKSHEETS.c.updated_at.type),
+            )
+            .returning(_WORKSHEETS.c.id, _WORKSHEETS.c.revision)
+        )
+        result = await session.execute(statement, {"w_now": now})
+        stored.update((row[0], row[1]) for row in result)
+    return stored
 
 
 async def stored_state(session: AsyncSession, worksheet_id: int) -> tuple[bytes, int] | None:

@@ -419,7 +419,7 @@ class HeldTyping:
         self.release = asyncio.Event()
         self.release_save = asyncio.Event()
         receive = HomeworkSession.receive
-        save_state = worksheet_store.save_state
+        save_states = worksheet_store.save_states
 
         async def held_receive(session: HomeworkSession, frame: str | bytes) -> None:
             if self.armed and isinstance(frame, str) and '"type":"yjs"' in frame:
@@ -430,13 +430,13 @@ class HeldTyping:
                     await self.release.wait()
             await receive(session, frame)
 
-        async def held_save(session: AsyncSession, worksheet_id: int, **kwargs: Any) -> Any:
+        async def held_save(session: AsyncSession, saves: Any, **kwargs: Any) -> Any:
             if self.armed:
                 await self.release_save.wait()
-            return await save_state(session, worksheet_id, **kwargs)
+            return await save_states(session, saves, **kwargs)
 
         monkeypatch.setattr(HomeworkSession, "receive", held_receive)
-        monkeypatch.setattr(worksheet_store, "save_state", held_save)
+        monkeypatch.setattr(worksheet_store, "save_states", held_save)
 
 
 async def test_a_change_still_on_its_way_when_a_save_is_announced_is_not_called_saved(

@@ -1,0 +1,106 @@
+"""Storing worksheets' states: several at once, each only if no one saved it meanwhile."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import delete, event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server import worksheet_store
+from server.worksheet_models import Worksheet
+from server.worksheet_store import Save
+from tests.conftest import FakeClock
+from tests.support.arrange import make_client, make_therapist, make_worksheet
+
+
+async def worksheets(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, count: int
+) -> list[int]:
+    therapist = await make_therapist(db, email="sam@example.com", password="a long password")
+    client = await make_client(db, therapist.id)
+    return [await make_worksheet(db, therapist.id, client.id, now=clock()) for _ in range(count)]
+
+
+async def stored(db: async_sessionmaker[AsyncSession], worksheet_id: int) -> Worksheet:
+    async with db() as session:
+        row = await session.get(Worksheet, worksheet_id)
+    assert row is not None
+    return row
+
+
+async def test_save_states_stores_each_document_whose_revision_is_the_one_expected(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    first, second, third, gone = await worksheets(db, clock, 4)
+    async with db() as session, session.begin():
+        # Someone saved the second meanwhile, and the fourth was deleted.
+        await worksheet_store.save_state(
+            session, second, state=b"theirs", content="{}", now=clock(), expected=0
+        )
+        await session.execute(delete(Worksheet).where(Worksheet.id == gone))
+    later = clock() + dt.timedelta(minutes=5)
+    saves = [
+        Save(first, b"\x00first", '{"a": "first"}', expected=0),
+        Save(second, b"\x00mine", '{"a": "mine"}', expected=0),
+        Save(third, b"\x00third", '{"a": "third"}', expected=0),
+        Save(gone, b"\x00gone", "{}", expected=0),
+    ]
+
+    async with db() as session, session.begin():
+        revisions = await worksheet_store.save_states(session, saves, now=later)
+
+    assert revisions == {first: 1, third: 1}
+    for worksheet_id, name in ((first, "first"), (third, "third")):
+        row = await stored(db, worksheet_id)
+        assert (row.state, row.content, row.revision) == (
+            b"\x00" + name.encode(),
+            f'{{"a": "{name}"}}',
+            1,
+        )
+        assert row.updated_at == later
+    untouched = await stored(db, second)
+    assert (untouched.state, untouched.revision) == (b"theirs", 1)
+
+
+async def test_save_states_takes_one_statement_for_a_batch_and_more_only_past_the_chunk_size(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await worksheets(db, clock, 5)
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = db.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        async with db() as session, session.begin():
+            saves = [Save(n, b"\x00one", "{}", expected=0) for n in ids]
+            assert await worksheet_store.save_states(session, saves, now=clock()) == {
+                n: 1 for n in ids
+            }
+        one = len(statements)
+        monkeypatch.setattr(worksheet_store, "SAVES_PER_STATEMENT", 2)
+        async with db() as session, session.begin():
+            saves = [Save(n, b"\x00two", "{}", expected=1) for n in ids]
+            assert await worksheet_store.save_states(session, saves, now=clock()) == {
+                n: 2 for n in ids
+            }
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    def updates(recorded: list[str]) -> int:
+        return sum("UPDATE worksheets" in statement for statement in recorded)
+
+    assert updates(statements[:one]) == 1  # five worksheets, one statement
+    assert updates(statements[one:]) == 3  # two, two and one
+    assert [(await stored(db, n)).state for n in ids] == [b"\x00two"] * len(ids)
+
+
+async def test_save_states_with_nothing_to_save_writes_nothing(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    async with db() as session, session.begin():
+        assert await worksheet_store.save_states(session, [], now=clock()) == {}
