@@ -12,7 +12,8 @@ pub/sub connection, to the channels of the connections attached to it.  What sha
   One queue and one writer keep every channel's order.  The queue is bounded: publishers
   wait for room when Redis falls behind.
 - **The reader takes replies straight from the connection's parser** (RESP2, where a
-  message is a plain reply): redis-py's ``PubSub.get_message`` costs several times more.
+  message is a plain reply), and all those parsed already at once
+  (``signalling.redis_wire``): redis-py's ``PubSub.get_message`` costs several times more.
 - **Subscribing waits for Redis's confirmation**, so a payload published right after
   ``subscribe`` returns (the ``welcome`` after a join) is not missed.
 - **Redis going away is visible and survivable.**  ``healthy`` says whether both
@@ -46,6 +47,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from signalling.fanout import Callback, FanoutUnavailable, Subscription
+from signalling.redis_wire import Replies, publish_commands
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +79,6 @@ def _jitter(delay: float) -> float:
 def _connection_of(pubsub: PubSub | None) -> AbstractConnection | None:
     """The pub/sub connection, if it has one (redis-py types it as always ``None``)."""
     return cast("AbstractConnection | None", getattr(pubsub, "connection", None))
-
-
-def _publish_commands(batch: list[tuple[str, str]]) -> bytes:
-    """The RESP bytes of one ``PUBLISH channel payload`` for each of ``batch``."""
-    out = bytearray()
-    for channel, payload in batch:
-        name, data = channel.encode(), payload.encode()
-        out += b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-            len(name),
-            name,
-            len(data),
-            data,
-        )
-    return bytes(out)
-
-
-def _reader_of(connection: AbstractConnection) -> Callable[[], Awaitable[Any]]:
-    """What reads ``connection``'s next reply: its parser's own ``read_response`` where it
-    has one.  redis-py's connection wraps that in two more layers for every reply, for
-    timeouts and health checks this fan-out does not use (it sets no socket timeout and
-    times each batch itself); an error reply is returned, not raised, and the caller raises
-    it as the connection would."""
-    parser = getattr(connection, "_parser", None)
-    read = getattr(parser, "read_response", None)
-    return read if callable(read) else connection.read_response
 
 
 def redis_location(url: str) -> str:
@@ -310,10 +287,10 @@ class RedisFanout:
             connection = self._writer_connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await connection.send_packed_command(_publish_commands(batch), check_health=False)
-                read = _reader_of(connection)
+                await connection.send_packed_command(publish_commands(batch), check_health=False)
+                replies = Replies(connection)
                 for _ in batch:
-                    reply = await read()
+                    reply = await replies.next()
                     if isinstance(reply, ResponseError):
                         raise reply
         except BaseException:
@@ -429,9 +406,9 @@ class RedisFanout:
         if connection is None:
             raise ConnectionError("the subscriber connection is not open")
         channels = self._channels
-        read = _reader_of(connection)
+        replies = Replies(connection)
         while True:
-            reply = await read()
+            reply = await replies.next()
             if isinstance(reply, ResponseError):
                 raise reply
             if not isinstance(reply, list) or len(reply) != 3:

@@ -1,0 +1,117 @@
+"""What the Redis fan-out writes and reads, on a real connection to the test Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import BusyLoadingError, ResponseError
+
+from signalling.redis_wire import Replies, publish_commands
+
+REDIS_URL = os.environ.get("ALCOVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Redis]:
+    """A client of the test Redis as the fan-out makes them: RESP2, replies decoded."""
+    redis = Redis.from_url(REDIS_URL, decode_responses=True, protocol=2)
+    try:
+        await redis.ping()
+    except Exception as exc:
+        await redis.aclose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def connection(client: Redis) -> AsyncIterator[AbstractConnection]:
+    taken: AbstractConnection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    yield taken
+    await client.connection_pool.release(taken)
+
+
+def echoes(words: list[str]) -> bytes:
+    return b"".join(
+        b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words
+    )
+
+
+async def test_replies_come_in_order_and_those_parsed_already_take_no_read(
+    connection: AbstractConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parser: Any = getattr(connection, "_parser")  # noqa: B009 - redis-py's, not typed
+    reads = 0
+    read_response = type(parser).read_response
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read_response(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(parser), "read_response", counted)
+    words = [f"word {n}" for n in range(50)]
+    await connection.send_packed_command(echoes(words), check_health=False)
+    # All fifty replies (a few hundred bytes) are written by Redis at once: let them arrive.
+    await asyncio.sleep(0.05)
+    replies = Replies(connection)
+
+    got = [await replies.next() for _ in words]
+
+    assert got == words
+    assert reads == 1  # one read, then forty-nine parsed already
+
+
+async def test_an_error_reply_is_returned_and_one_saying_the_connection_is_unusable_raised(
+    connection: AbstractConnection,
+) -> None:
+    replies = Replies(connection)
+    # Three replies read at once, as from the socket: a plain one, an error, and a refusal
+    # while Redis loads its data.
+    parser: Any = getattr(connection, "_parser")  # noqa: B009
+    parser._reader.feed(
+        b"+first\r\n-ERR no such thing\r\n-LOADING Redis is loading the dataset\r\n"
+    )
+
+    assert await replies.next() == "first"
+    error = await replies.next()
+    assert isinstance(error, ResponseError)
+    assert str(error) == "no such thing"
+    with pytest.raises(BusyLoadingError):
+        await replies.next()
+
+
+async def test_publish_commands_counts_the_bytes_of_each_payload_not_its_characters(
+    client: Redis,
+) -> None:
+    channel = f"alcove-test:{secrets.token_hex(6)}:wire"
+    payloads = ["plain", "café ☕ in the waiting room", "", "x" * 70_000]
+    pubsub = client.pubsub()
+    await pubsub.subscribe(channel)
+    publisher: AbstractConnection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await publisher.send_packed_command(
+            publish_commands([(channel, p) for p in payloads]), check_health=False
+        )
+        replies = Replies(publisher)
+        assert [await replies.next() for _ in payloads] == [1] * len(payloads)
+        got: list[str] = []
+        async with asyncio.timeout(10):
+            while len(got) < len(payloads):
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    got.append(message["data"])
+    finally:
+        await client.connection_pool.release(publisher)
+        await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+
+    assert got == payloads
