@@ -18,7 +18,13 @@ Redis hop; ours against the reference PeerJS server.
 
 The load runs in this process (with uvloop if it is installed), the server in another.
 
+With ``--rounds N`` the four relays run N times, one after another in each round, and the
+summary takes, for each, its round of median throughput: on a small machine one run of a
+relay can land in a slower regime than the next (the two instances, Redis and the load
+share two cores), and the ratios should not hang on one draw.
+
     python -m bench.fanout [--pairs 100] [--size 200] [--seconds 10] [--idle 2000]
+                           [--rounds 1]
 """
 
 from __future__ import annotations
@@ -107,6 +113,29 @@ async def memory_peerjs(count: int) -> float:
     return (after - before) / count
 
 
+#: The relays measured, in the order each round runs them, and their labels.
+RELAYS = {
+    "ours": "ours (in-process fan-out)  ",
+    "two": "ours (two instances, Redis)",
+    "peerjs": f"PeerJS {peerjs.VERSION}               ",
+    "floor": "floor (aiohttp, no protocol) ",
+}
+
+
+async def _relay(name: str, args: argparse.Namespace) -> relay.Result:
+    if name == "ours":
+        return await relay_ours(args)
+    if name == "two":
+        return await relay_ours(args, instances=2)
+    return await relay_peerjs(args, floor=name == "floor")
+
+
+def _median(results: list[relay.Result]) -> relay.Result:
+    """The result of median throughput (the lower middle one of an even number)."""
+    ordered = sorted(results, key=lambda result: result.throughput)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def _ms(result: relay.Result, fraction: float) -> float:
     return percentile(result.latencies, fraction) * 1000
 
@@ -119,14 +148,27 @@ async def main(args: argparse.Namespace) -> None:
     peerjs.install()
 
     print("\nrelay through the server (latency: send -> the other side has read it)")
-    ours = await relay_ours(args)
-    print(f"  ours (in-process fan-out)  {ours.line()}")
-    ours_redis = await relay_ours(args, instances=2)
-    print(f"  ours (two instances, Redis){ours_redis.line()}")
-    reference = await relay_peerjs(args)
-    print(f"  PeerJS {peerjs.VERSION}               {reference.line()}")
-    floor = await relay_peerjs(args, floor=True)
-    print(f"  floor (aiohttp, no protocol) {floor.line()}")
+    runs: dict[str, list[relay.Result]] = {name: [] for name in RELAYS}
+    for round_number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"  round {round_number}")
+        for name, label in RELAYS.items():
+            result = await _relay(name, args)
+            runs[name].append(result)
+            print(f"  {label}{result.line()}")
+    ours, ours_redis, reference, floor = (_median(runs[name]) for name in RELAYS)
+    if args.rounds > 1:
+        print(f"  the round of median throughput, of {args.rounds}, for each:")
+        for name, label in RELAYS.items():
+            print(f"  {label}{_median(runs[name]).line()}")
+        each = zip(runs["ours"], runs["two"], runs["peerjs"], strict=True)
+        rounds = [(one.throughput, two.throughput, peer.throughput) for one, two, peer in each]
+        print(
+            "  within each round: ours / PeerJS throughput "
+            + ", ".join(f"{one / peer:.2f}x" for one, _, peer in rounds)
+            + "; two instances / one "
+            + ", ".join(f"{two / one:.2f}x" for one, two, _ in rounds)
+        )
     print(
         f"  ours / PeerJS: throughput {ours.throughput / reference.throughput:.2f}x, "
         f"p50 {_ms(ours, 0.5) / _ms(reference, 0.5):.2f}x, "
@@ -171,5 +213,12 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the relays this many times, interleaved; the figures are each one's "
+        "round of median throughput",
+    )
     _event_loop_policy()
     asyncio.run(main(parser.parse_args()))
