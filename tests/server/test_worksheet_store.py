@@ -44,7 +44,7 @@ async def test_save_states_stores_each_document_whose_revision_is_the_one_expect
     saves = [
         Save(first, b"\x00first", '{"a": "first"}', expected=0),
         Save(second, b"\x00mine", '{"a": "mine"}', expected=0),
-        Save(third, b"\x00third", '{"a": "third"}', expected=0),
+        Save(third, b"\x00third\xff", '{"a": "third: café ☕"}', expected=0),
         Save(gone, b"\x00gone", "{}", expected=0),
     ]
 
@@ -52,13 +52,10 @@ async def test_save_states_stores_each_document_whose_revision_is_the_one_expect
         revisions = await worksheet_store.save_states(session, saves, now=later)
 
     assert revisions == {first: 1, third: 1}
-    for worksheet_id, name in ((first, "first"), (third, "third")):
+    expected = {first: saves[0], third: saves[2]}
+    for worksheet_id, save in expected.items():
         row = await stored(db, worksheet_id)
-        assert (row.state, row.content, row.revision) == (
-            b"\x00" + name.encode(),
-            f'{{"a": "{name}"}}',
-            1,
-        )
+        assert (row.state, row.content, row.revision) == (save.state, save.content, 1)
         assert row.updated_at == later
     untouched = await stored(db, second)
     assert (untouched.state, untouched.revision) == (b"theirs", 1)
