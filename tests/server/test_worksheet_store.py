@@ -12,7 +12,7 @@ from server import worksheet_store
 from server.worksheet_models import Worksheet
 from server.worksheet_store import Save
 from tests.conftest import FakeClock
-from tests.support.arrange import make_client, make_therapist, make_worksheet
+from tests.support.arrange import make_client, make_therapist, make_worksheet, stored_worksheet
 
 
 async def worksheets(
@@ -21,13 +21,6 @@ async def worksheets(
     therapist = await make_therapist(db, email="sam@example.com", password="a long password")
     client = await make_client(db, therapist.id)
     return [await make_worksheet(db, therapist.id, client.id, now=clock()) for _ in range(count)]
-
-
-async def stored(db: async_sessionmaker[AsyncSession], worksheet_id: int) -> Worksheet:
-    async with db() as session:
-        row = await session.get(Worksheet, worksheet_id)
-    assert row is not None
-    return row
 
 
 async def test_save_states_stores_each_document_whose_revision_is_the_one_expected(
@@ -54,10 +47,10 @@ async def test_save_states_stores_each_document_whose_revision_is_the_one_expect
     assert revisions == {first: 1, third: 1}
     expected = {first: saves[0], third: saves[2]}
     for worksheet_id, save in expected.items():
-        row = await stored(db, worksheet_id)
+        row = await stored_worksheet(db, worksheet_id)
         assert (row.state, row.content, row.revision) == (save.state, save.content, 1)
         assert row.updated_at == later
-    untouched = await stored(db, second)
+    untouched = await stored_worksheet(db, second)
     assert (untouched.state, untouched.revision) == (b"theirs", 1)
 
 
@@ -93,7 +86,7 @@ async def test_save_states_takes_one_statement_for_a_batch_and_more_only_past_th
 
     assert updates(statements[:one]) == 1  # five worksheets, one statement
     assert updates(statements[one:]) == 3  # two, two and one
-    assert [(await stored(db, n)).state for n in ids] == [b"\x00two"] * len(ids)
+    assert [(await stored_worksheet(db, n)).state for n in ids] == [b"\x00two"] * len(ids)
 
 
 async def test_save_states_with_nothing_to_save_writes_nothing(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,21 +13,16 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import BusyLoadingError, ResponseError
 
 from signalling.redis_wire import Replies, publish_commands
+from tests.signalling.test_redis_fanout import REDIS_URL, redis_admin
 
-REDIS_URL = os.environ.get("ALCOVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+__all__ = ["redis_admin"]  # a fixture used here
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[Redis]:
-    """A client of the test Redis as the fan-out makes them: RESP2, replies decoded."""
+async def client(redis_admin: Redis) -> AsyncIterator[Redis]:
+    """A client of the test Redis as the fan-out makes them: RESP2, replies decoded
+    (``redis_admin`` skips the test if Redis is unreachable)."""
     redis = Redis.from_url(REDIS_URL, decode_responses=True, protocol=2)
-    try:
-        await redis.ping()
-    except Exception as exc:
-        await redis.aclose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
     yield redis
     await redis.aclose()
 

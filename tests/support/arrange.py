@@ -20,7 +20,7 @@ from server.models import (
     WeeklyHours,
 )
 from server.tokens import new_token, token_hash
-from server.worksheet_models import Homework
+from server.worksheet_models import Homework, Worksheet
 from server.worksheets import builtin_template
 from tests.support.leaks import remember
 
@@ -175,6 +175,14 @@ async def make_worksheet(
             now=now,
         )
     return worksheet.id
+
+
+async def stored_worksheet(db: async_sessionmaker[AsyncSession], worksheet_id: int) -> Worksheet:
+    """The worksheet's row as stored now (it must exist)."""
+    async with db() as session:
+        row = await session.get(Worksheet, worksheet_id)
+    assert row is not None
+    return row
 
 
 async def make_homework(

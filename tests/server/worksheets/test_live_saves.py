@@ -23,7 +23,12 @@ from signalling.messages import Message
 from signalling.worksheet_messages import WorksheetSaved, Yjs
 from tests.conftest import FakeClock
 from tests.server.worksheets.peers import Peer
-from tests.support.arrange import make_client, make_therapist, make_worksheet
+from tests.support.arrange import (
+    make_client,
+    make_therapist,
+    make_worksheet,
+    stored_worksheet,
+)
 from tests.support.instances import eventually
 
 CHECK_IN = "weekly-check-in"
@@ -237,7 +242,7 @@ async def test_a_save_that_failed_is_tried_again_until_it_is_stored_without_more
     await live.close()
 
     assert person.saved() == [0, 1]
-    row = await stored_row(db, worksheet_id)
+    row = await stored_worksheet(db, worksheet_id)
     assert json.loads(row.content)["went_well"] == "the last words before the outage"
     assert any("saved again" in record.getMessage() for record in caplog.records)
     assert "last words" not in caplog.text  # no content in the log of the failures
@@ -265,16 +270,9 @@ async def test_a_worksheet_left_unsaved_stays_loaded_until_a_retry_stores_it(
 
     await eventually(unloaded, "stored by a retry, then unloaded")
     await live.close()
-    row = await stored_row(db, worksheet_id)
+    row = await stored_worksheet(db, worksheet_id)
     assert json.loads(row.content)["was_hard"] == "closed the tab at once"
     assert row.revision == 1
-
-
-async def stored_row(db: async_sessionmaker[AsyncSession], worksheet_id: int) -> Worksheet:
-    async with db() as session:
-        row = await session.get(Worksheet, worksheet_id)
-    assert row is not None
-    return row
 
 
 async def test_a_batch_writes_each_worksheet_once_and_all_its_audit_events_together(
@@ -367,7 +365,10 @@ async def test_a_worksheet_opened_while_a_save_is_written_is_called_saved_once_i
     await live.close()
 
     assert (therapist.saved(), client.saved()) == ([1], [0, 1])
-    assert json.loads((await stored_row(db, worksheet_id)).content)["went_well"] == "walked twice"
+    assert (
+        json.loads((await stored_worksheet(db, worksheet_id)).content)["went_well"]
+        == "walked twice"
+    )
 
 
 async def test_a_change_arriving_while_a_save_is_written_is_acknowledged_by_the_next_save(
@@ -392,7 +393,7 @@ async def test_a_change_arriving_while_a_save_is_written_is_acknowledged_by_the_
 
     assert client.saved() == [0, 1, 2]
     assert therapist.saved() == [0, 2]  # revision 1 did not hold the therapist's line
-    stored = json.loads((await stored_row(db, worksheet_id)).content)
+    stored = json.loads((await stored_worksheet(db, worksheet_id)).content)
     assert (stored["went_well"], stored["was_hard"]) == ("walked twice", "noted: Sunday evenings")
 
 
@@ -425,7 +426,10 @@ async def test_a_save_says_how_many_messages_from_the_connection_it_covers_not_o
     await until_revision(client, 2)
     await live.close()
     assert last_saved(client).received == 4
-    assert json.loads((await stored_row(db, worksheet_id)).content)["went_well"] == "walked twice"
+    assert (
+        json.loads((await stored_worksheet(db, worksheet_id)).content)["went_well"]
+        == "walked twice"
+    )
 
 
 async def test_a_new_connection_is_counted_from_nothing_and_a_save_of_the_old_one_covers_none(
