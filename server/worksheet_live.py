@@ -82,6 +82,8 @@ class _Live:
     shared: SharedWorksheet
     revision: int
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
+    #: The connection each subscriber was shown the worksheet on.
+    shown_on: dict[str, Hashable] = field(default_factory=dict)
     #: Who changed the document since the last save.
     editors: set[tuple[Actor, int]] = field(default_factory=set)
     #: How many changes from subscribers were applied, ever (a sequence, not a size).
@@ -160,9 +162,16 @@ class LiveWorksheets:
 
         While a save is being written, nothing is claimed yet: the document it stores may
         hold changes that are not stored until it has been written, and the subscriber is
-        sent its ``worksheet-saved`` with the others once it has."""
+        sent its ``worksheet-saved`` with the others once it has.
+
+        Attached again on the connection it was shown the worksheet on, it is sent nothing
+        more: it has it already."""
         live = await self._load(worksheet_id)
-        live.subscribers[subscriber.key] = subscriber
+        key, connection = subscriber.key, subscriber.connection
+        if connection is not None and key in live.subscribers and live.shown_on[key] == connection:
+            return  # shown on this connection already (opened in the call as they joined)
+        live.subscribers[key] = subscriber
+        live.shown_on[key] = connection
         await self._audit(worksheet_id, [subscriber.actor], "worksheet.open")
         await subscriber.deliver(live.shown())
         await subscriber.deliver(Yjs(worksheet=live.ref, data=live.shared.sync_step1()))
@@ -176,6 +185,7 @@ class LiveWorksheets:
         if live is None or live.subscribers.pop(key, None) is None:
             return
         live.received.pop(key, None)
+        live.shown_on.pop(key, None)
         if not live.subscribers:
             await self.flush(worksheet_id)
             self._unload_if_done(live)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import worksheet_store
@@ -461,3 +461,28 @@ async def test_a_new_connection_is_counted_from_nothing_and_a_save_of_the_old_on
     await live.attach(worksheet_id, client)
     assert last_saved(client).received == 0
     await live.close()
+
+
+async def test_attached_again_on_the_connection_it_was_shown_on_a_subscriber_is_sent_nothing(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    # The therapist opens the worksheet as the client joins the call: both the opening and
+    # the joining attach the client. Shown twice, the page would sync twice.
+    worksheet_id, client, live, _ = await one_check_in(db, clock)
+    before = list(client.received)
+    await live.attach(worksheet_id, client)
+    assert client.received == before
+
+    client.connection = 2  # a reconnect: the new page needs it all again
+    await live.attach(worksheet_id, client)
+    assert [type(m).__name__ for m in client.received[len(before) :]] == [
+        "WorksheetShown",
+        "Yjs",
+        "WorksheetSaved",
+    ]
+    await live.close()
+    async with db() as session:
+        opened = await session.scalar(
+            select(func.count()).where(AuditEvent.action == "worksheet.open")
+        )
+    assert opened == 2  # once a connection
