@@ -437,14 +437,14 @@ class LiveWorksheets:
             log.info("worksheet %s: merged a copy saved elsewhere", live.worksheet_id)
         live.shared.mark_clean()
         live.covered = live.applied  # what arrived while the other copy was read, too
-        return await worksheet_store.save_state(
-            db,
+        save = worksheet_store.Save(
             live.worksheet_id,
-            state=compact(live.shared.doc),
-            content=json.dumps(render(live.template, live.shared.doc), ensure_ascii=False),
-            now=now,
+            compact(live.shared.doc),
+            json.dumps(render(live.template, live.shared.doc), ensure_ascii=False),
             expected=revision,
         )
+        revisions = await worksheet_store.save_states(db, [save], now=now)
+        return revisions.get(live.worksheet_id)
 
     async def _audit(self, worksheet_id: int, actors: list[tuple[Actor, int]], action: str) -> None:
         async with self._sessionmaker() as db, db.begin():

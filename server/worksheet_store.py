@@ -147,47 +147,7 @@ async def homework_of(session: AsyncSession, worksheet_ids: list[int]) -> dict[i
     return {row.worksheet_id: row for row in rows}
 
 
-async def save_state(
-    session: AsyncSession,
-    worksheet_id: int,
-    *,
-    state: bytes,
-    content: str,
-    now: dt.datetime,
-    expected: int | None = None,
-) -> int | None:
-    """Store the document and its rendering; the new revision (None: the worksheet is gone,
-    or its revision is no longer ``expected``: someone else saved it meanwhile).
-
-    One statement, without loading the row: a busy instance saves every edited worksheet
-    each second.  A statement on the table, built once: through the mapped class, each save
-    also went through the ORM's bulk-update machinery, which has no object to keep in step
-    here (with the audit events then flushed one by one, a batch of fifty saves took four
-    times the CPU it takes now).
-    """
-    values = {"w_state": state, "w_content": content, "w_now": now, "w_id": worksheet_id}
-    if expected is not None:
-        values["w_expected"] = expected
-    revision: int | None = await session.scalar(
-        _SAVE if expected is None else _SAVE_EXPECTED, values
-    )
-    return revision
-
-
 _WORKSHEETS: Table = Worksheet.__table__  # type: ignore[assignment]
-#: ``save_state``'s statements, built once rather than for every save.
-_SAVE = (
-    update(_WORKSHEETS)
-    .where(_WORKSHEETS.c.id == bindparam("w_id"))
-    .values(
-        state=bindparam("w_state", type_=_WORKSHEETS.c.state.type),
-        content=bindparam("w_content", type_=_WORKSHEETS.c.content.type),
-        revision=_WORKSHEETS.c.revision + 1,
-        updated_at=bindparam("w_now", type_=_WORKSHEETS.c.updated_at.type),
-    )
-    .returning(_WORKSHEETS.c.revision)
-)
-_SAVE_EXPECTED = _SAVE.where(_WORKSHEETS.c.revision == bindparam("w_expected"))
 #: The rows ``save_states`` is given, without their data.
 _SAVED = values(
     column("w_id", Integer),
@@ -221,7 +181,9 @@ async def save_states(
 
     One statement for up to ``SAVES_PER_STATEMENT`` of them (an ``UPDATE`` joined to the
     rows given as ``VALUES``): a batch of fifty saves was fifty statements, each a trip to
-    the database (to SQLite's thread, or over the network to PostgreSQL).
+    the database (to SQLite's thread, or over the network to PostgreSQL).  A statement on
+    the table, without loading the rows: through the mapped class, saves also went through
+    the ORM's bulk-update machinery, which has no object to keep in step here.
     """
     stored: dict[int, int] = {}
     for start in range(0, len(saves), SAVES_PER_STATEMENT):

@@ -29,9 +29,7 @@ async def test_save_states_stores_each_document_whose_revision_is_the_one_expect
     first, second, third, gone = await worksheets(db, clock, 4)
     async with db() as session, session.begin():
         # Someone saved the second meanwhile, and the fourth was deleted.
-        await worksheet_store.save_state(
-            session, second, state=b"theirs", content="{}", now=clock(), expected=0
-        )
+        await worksheet_store.save_states(session, [Save(second, b"theirs", "{}", 0)], now=clock())
         await session.execute(delete(Worksheet).where(Worksheet.id == gone))
     later = clock() + dt.timedelta(minutes=5)
     saves = [
