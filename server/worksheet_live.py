@@ -390,6 +390,8 @@ class LiveWorksheets:
             for key, subscriber in tuple(live.subscribers.items()):
                 if live.last_change.get(key, 0) <= covered:
                     await subscriber.deliver(live.saved(subscriber, revision, taken))
+            if len(saved) > 1:
+                await asyncio.sleep(0)  # nor must telling everyone of it
 
     async def _write(
         self,

@@ -8,11 +8,12 @@ therapist is simply not found.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Integer, Table, and_, bindparam, column, or_, select, update, values
+from sqlalchemy import Integer, Table, Update, and_, bindparam, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.models import Client
@@ -148,14 +149,6 @@ async def homework_of(session: AsyncSession, worksheet_ids: list[int]) -> dict[i
 
 
 _WORKSHEETS: Table = Worksheet.__table__  # type: ignore[assignment]
-#: The rows ``save_states`` is given, without their data.
-_SAVED = values(
-    column("w_id", Integer),
-    column("w_state", _WORKSHEETS.c.state.type),
-    column("w_content", _WORKSHEETS.c.content.type),
-    column("w_expected", Integer),
-    name="saved",
-)
 
 
 @dataclass(frozen=True)
@@ -168,8 +161,41 @@ class Save:
     expected: int
 
 
-#: At most this many worksheets go in one statement (four parameters each).
-SAVES_PER_STATEMENT = 500
+#: At most this many worksheets go in one statement (four parameters each; SQLite allows
+#: 500 parts in one compound ``SELECT``).
+SAVES_PER_STATEMENT = 100
+
+
+@functools.lru_cache(maxsize=SAVES_PER_STATEMENT)
+def _save_statement(count: int) -> Update:
+    """The ``UPDATE`` that stores ``count`` documents: joined to the rows given, one
+    ``SELECT`` of bound parameters each (``w_id_0``, ``w_state_0``, … and ``w_now``).
+
+    Built once for each count, and of parameters only, so the database layer compiles it
+    once for each count too.  Rows given as ``VALUES`` cannot be cached: compiling fifty of
+    them took 3 to 4 ms, on every batch, with the event loop held up meanwhile."""
+    rows = [
+        select(
+            bindparam(f"w_id_{k}", type_=Integer).label("w_id"),
+            bindparam(f"w_state_{k}", type_=_WORKSHEETS.c.state.type).label("w_state"),
+            bindparam(f"w_content_{k}", type_=_WORKSHEETS.c.content.type).label("w_content"),
+            bindparam(f"w_expected_{k}", type_=Integer).label("w_expected"),
+        )
+        for k in range(count)
+    ]
+    given = (union_all(*rows) if count > 1 else rows[0]).cte("saved")
+    return (
+        update(_WORKSHEETS)
+        .where(_WORKSHEETS.c.id == given.c.w_id)
+        .where(_WORKSHEETS.c.revision == given.c.w_expected)
+        .values(
+            state=given.c.w_state,
+            content=given.c.w_content,
+            revision=_WORKSHEETS.c.revision + 1,
+            updated_at=bindparam("w_now", type_=_WORKSHEETS.c.updated_at.type),
+        )
+        .returning(_WORKSHEETS.c.id, _WORKSHEETS.c.revision)
+    )
 
 
 async def save_states(
@@ -179,30 +205,22 @@ async def save_states(
     expected; the new revision of each stored, by worksheet id.  One missing was not
     stored: it is gone, or someone else saved it meanwhile.
 
-    One statement for up to ``SAVES_PER_STATEMENT`` of them (an ``UPDATE`` joined to the
-    rows given as ``VALUES``): a batch of fifty saves was fifty statements, each a trip to
-    the database (to SQLite's thread, or over the network to PostgreSQL).  A statement on
-    the table, without loading the rows: through the mapped class, saves also went through
-    the ORM's bulk-update machinery, which has no object to keep in step here.
+    One statement for up to ``SAVES_PER_STATEMENT`` of them: a batch of fifty saves was
+    fifty statements, each a trip to the database (to SQLite's thread, or over the network
+    to PostgreSQL).  A statement on the table, without loading the rows: through the mapped
+    class, saves also went through the ORM's bulk-update machinery, which has no object to
+    keep in step here.
     """
     stored: dict[int, int] = {}
     for start in range(0, len(saves), SAVES_PER_STATEMENT):
         chunk = saves[start : start + SAVES_PER_STATEMENT]
-        rows = _SAVED.data([(s.worksheet_id, s.state, s.content, s.expected) for s in chunk])
-        given = rows.cte("saved")
-        statement = (
-            update(_WORKSHEETS)
-            .where(_WORKSHEETS.c.id == given.c.w_id)
-            .where(_WORKSHEETS.c.revision == given.c.w_expected)
-            .values(
-                state=given.c.w_state,
-                content=given.c.w_content,
-                revision=_WORKSHEETS.c.revision + 1,
-                updated_at=bindparam("w_now", type_=_WORKSHEETS.c.updated_at.type),
-            )
-            .returning(_WORKSHEETS.c.id, _WORKSHEETS.c.revision)
-        )
-        result = await session.execute(statement, {"w_now": now})
+        parameters: dict[str, object] = {"w_now": now}
+        for k, save in enumerate(chunk):
+            parameters[f"w_id_{k}"] = save.worksheet_id
+            parameters[f"w_state_{k}"] = save.state
+            parameters[f"w_content_{k}"] = save.content
+            parameters[f"w_expected_{k}"] = save.expected
+        result = await session.execute(_save_statement(len(chunk)), parameters)
         stored.update((row[0], row[1]) for row in result)
     return stored
 

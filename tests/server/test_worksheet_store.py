@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, event
+from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import worksheet_store
@@ -85,6 +87,35 @@ async def test_save_states_takes_one_statement_for_a_batch_and_more_only_past_th
     assert updates(statements[:one]) == 1  # five worksheets, one statement
     assert updates(statements[one:]) == 3  # two, two and one
     assert [(await stored_worksheet(db, n)).state for n in ids] == [b"\x00two"] * len(ids)
+
+
+async def test_save_states_compiles_its_statement_once_for_each_number_of_documents(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    ids = await worksheets(db, clock, 3)
+    cache: list[object] = []
+
+    def record(*args: Any) -> None:
+        context = args[4]
+        if "UPDATE worksheets" in str(args[2]):
+            cache.append(context.cache_hit)
+
+    engine = db.kw["bind"].sync_engine
+    event.listen(engine, "after_cursor_execute", record)
+    try:
+        for revision in range(3):
+            async with db() as session, session.begin():
+                saves = [Save(n, b"\x00%d" % revision, "{}", expected=revision) for n in ids]
+                stored = await worksheet_store.save_states(session, saves, now=clock())
+                assert stored == {n: revision + 1 for n in ids}
+    finally:
+        event.remove(engine, "after_cursor_execute", record)
+
+    # The first save of three documents may compile the statement; the others reuse it
+    # (rows given as VALUES were compiled afresh each time: milliseconds a batch).
+    assert len(cache) == 3
+    assert all(hit is CacheStats.CACHE_HIT for hit in cache[1:])
+    assert [(await stored_worksheet(db, n)).state for n in ids] == [b"\x002"] * len(ids)
 
 
 async def test_save_states_with_nothing_to_save_writes_nothing(

@@ -193,6 +193,75 @@ async def test_worksheets_changed_within_one_delay_are_saved_in_one_transaction(
     assert len(commits) == 1
 
 
+class Ticker:
+    """A task that counts the turns of the event loop it gets, while it runs."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            self.turns += 1
+            await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class TurnRecorder(Recorder):
+    """A recorder that notes, with each ``worksheet-saved``, how many turns ``ticker`` had."""
+
+    def __init__(self, key: str, actor: tuple[Actor, int], ticker: Ticker) -> None:
+        super().__init__(key, actor)
+        self.ticker = ticker
+        self.turns_when_saved: list[int] = []
+
+    async def deliver(self, message: Message) -> None:
+        if isinstance(message, WorksheetSaved) and message.revision > 0:
+            self.turns_when_saved.append(self.ticker.turns)
+        await super().deliver(message)
+
+
+async def test_a_batch_lets_keystrokes_in_between_the_worksheets_it_announces(
+    db: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    # A batch of fifty saves told a hundred people at once, without a turn of the event loop
+    # in between: every keystroke arriving meanwhile waited for all of it.
+    ids, plain = await check_ins_of_one_client(db, clock, 3)
+    ticker = Ticker()
+    people = [TurnRecorder(person.key, person.actor, ticker) for person in plain]
+    live = LiveWorksheets(db, clock, save_delay=0.05)
+    statements: list[str] = []
+
+    def executed(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = db.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        peers = [
+            await synced_peer(live, worksheet_id, person)
+            for worksheet_id, person in zip(ids, people, strict=True)
+        ]
+        for worksheet_id, person, peer in zip(ids, people, peers, strict=True):
+            peer.text("went_well").insert(0, f"walked {worksheet_id}")
+            await live.receive(worksheet_id, person, peer.take_outbox()[0])
+        for person in people:
+            await until_saved(person)
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+        await live.close()
+        await ticker.stop()
+
+    assert [person.saved() for person in people] == [[0, 1]] * 3
+    assert sum("UPDATE worksheets" in statement for statement in statements) == 1  # one batch
+    turns = [person.turns_when_saved[0] for person in people]
+    assert turns[0] < turns[1] < turns[2]
+
+
 # --- the database away ----------------------------------------------------------------
 
 
