@@ -27,10 +27,12 @@ from server import (
     join,
     logs,
     mailer,
+    manage_pages,
     metrics,
     shutdown,
     template_pages,
     therapist_pages,
+    therapist_record,
     worksheet_calls,
     worksheet_pages,
     ws,
@@ -109,7 +111,9 @@ def create_app(
     ws.setup(app)
     api.setup(app)
     booking_pages.setup(app)
+    manage_pages.setup(app)
     therapist_pages.setup(app)
+    therapist_record.setup(app)
     worksheet_pages.setup(app)
     template_pages.setup(app)
     homework_socket.setup(app)  # before homework: /homework/{token} must not catch /homework/ws

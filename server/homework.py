@@ -35,7 +35,7 @@ from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.models import Client, Therapist
 from server.settings import Settings
 from server.therapist_forms import checked_form, local_date, path_id, text
-from server.therapist_pages import RecordProblems, _record_page
+from server.therapist_record import RecordProblems, record_page
 from server.tokens import keyed_hash, new_token, same, token_hash
 from server.worksheet_calls import LIVE_WORKSHEETS
 from server.worksheet_models import Homework, HomeworkStatus, Worksheet
@@ -188,7 +188,7 @@ async def assign(request: web.Request) -> web.StreamResponse:
             )
     if problem is not None:
         problems = RecordProblems(homework_values=values, homework_error=problem)
-        return await _record_page(request, client_id, problems, status=422)
+        return await record_page(request, client_id, problems, status=422)
     raise web.HTTPSeeOther(f"/clients/{client_id}?done=homework-assigned#worksheets")
 
 

@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import booking
 from server.app import create_app
-from server.booking_pages import BOOKED_COOKIE, MANAGE_COOKIE, manage_csrf, zone_options
+from server.booking_pages import BOOKED_COOKIE
+from server.booking_picker import zone_options
 from server.i18n import DEFAULT_LOCALE, Catalogs
 from server.keys import SETTINGS
+from server.manage_pages import MANAGE_COOKIE, manage_csrf
 from server.models import Appointment, AuditEvent, Client, OutboxMessage, SessionType, Therapist
 from tests.conftest import AiohttpClient, FakeClock, csrf_from, make_settings
 from tests.server.test_i18n import extracted_messages, pseudo, untranslated, write_catalog
