@@ -89,10 +89,10 @@ async def test_save_states_takes_one_statement_for_a_batch_and_more_only_past_th
     assert [(await stored_worksheet(db, n)).state for n in ids] == [b"\x00two"] * len(ids)
 
 
-async def test_save_states_compiles_its_statement_once_for_each_number_of_documents(
+async def test_save_states_compiles_its_statement_once_and_reuses_it_for_batches_of_about_its_size(
     db: async_sessionmaker[AsyncSession], clock: FakeClock
 ) -> None:
-    ids = await worksheets(db, clock, 3)
+    ids = await worksheets(db, clock, 5)
     cache: list[object] = []
 
     def record(*args: Any) -> None:
@@ -100,22 +100,30 @@ async def test_save_states_compiles_its_statement_once_for_each_number_of_docume
         if "UPDATE worksheets" in str(args[2]):
             cache.append(context.cache_hit)
 
+    # Three documents, three again, then four: one statement of four rows for all three
+    # batches (the last row empty in the first two).
+    batches = [
+        [Save(n, b"\x00one", "{}", expected=0) for n in ids[:3]],
+        [Save(n, b"\x00two", "{}", expected=1) for n in ids[:3]],
+        [Save(n, b"\x00three", "{}", expected=2) for n in ids[:3]]
+        + [Save(ids[3], b"\x00three", "{}", expected=0)],
+    ]
     engine = db.kw["bind"].sync_engine
     event.listen(engine, "after_cursor_execute", record)
     try:
-        for revision in range(3):
+        for saves in batches:
             async with db() as session, session.begin():
-                saves = [Save(n, b"\x00%d" % revision, "{}", expected=revision) for n in ids]
                 stored = await worksheet_store.save_states(session, saves, now=clock())
-                assert stored == {n: revision + 1 for n in ids}
+            assert stored == {save.worksheet_id: save.expected + 1 for save in saves}
     finally:
         event.remove(engine, "after_cursor_execute", record)
 
-    # The first save of three documents may compile the statement; the others reuse it
-    # (rows given as VALUES were compiled afresh each time: milliseconds a batch).
+    # The first batch may compile the statement; the others reuse it (rows given as VALUES
+    # were compiled afresh every time: milliseconds a batch).
     assert len(cache) == 3
     assert all(hit is CacheStats.CACHE_HIT for hit in cache[1:])
-    assert [(await stored_worksheet(db, n)).state for n in ids] == [b"\x002"] * len(ids)
+    assert [(await stored_worksheet(db, n)).state for n in ids[:4]] == [b"\x00three"] * 4
+    assert (await stored_worksheet(db, ids[4])).revision == 0  # never given: untouched
 
 
 async def test_save_states_with_nothing_to_save_writes_nothing(
