@@ -40,7 +40,7 @@ from server.booking_picker import (
     day_from_query,
     field_message,
     form_field,
-    instant_value,
+    nearest_choices,
     parse_instant,
     when_label,
     zone_from_query,
@@ -126,7 +126,7 @@ async def _render_booking(
     form = form or BookingForm()
     slug = therapist.slug or ""
     picker = None
-    nearest_choices: list[TimeChoice] | None = None
+    nearest_times: list[TimeChoice] | None = None
     if kind is not None:
         now = request.app[CLOCK]()
         async with request.app[SESSIONMAKER]() as db:
@@ -150,11 +150,7 @@ async def _render_booking(
             ),
         )
         if nearest is not None:
-            tz = zoneinfo.ZoneInfo(zone)
-            nearest_choices = [
-                TimeChoice(instant_value(slot.start), when_label(slot.start, tz))
-                for slot in nearest
-            ]
+            nearest_times = nearest_choices(nearest, zone)
     token, fresh_cookie = sessions.login_csrf_token(request)
     context: dict[str, Any] = {
         "therapist": therapist,
@@ -171,7 +167,7 @@ async def _render_booking(
         "form": form,
         "errors": errors or {},
         "field_ids": FIELD_IDS,
-        "nearest": nearest_choices,
+        "nearest": nearest_times,
         "max_note": NOTE_MAX,
     }
     response = aiohttp_jinja2.render_template("book/page.html", request, context, status=status)

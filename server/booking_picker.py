@@ -255,3 +255,9 @@ def field_message(field_name: str) -> str:
     }
     message = messages.get(field_name)
     return message() if message else _("Please check this field.")
+
+
+def nearest_choices(slots: list[Slot], zone: str) -> list[TimeChoice]:
+    """The free times nearest a time that was just taken, to offer instead, in ``zone``."""
+    tz = zoneinfo.ZoneInfo(zone)
+    return [TimeChoice(instant_value(slot.start), when_label(slot.start, tz)) for slot in slots]

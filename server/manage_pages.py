@@ -22,12 +22,12 @@ from aiohttp import web
 from server import booking, sessions
 from server.availability import Slot
 from server.booking_picker import (
-    TimeChoice,
     build_picker,
     day_from_query,
     field_message,
     form_field,
     instant_value,
+    nearest_choices,
     parse_instant,
     when_label,
     zone_from_query,
@@ -128,7 +128,7 @@ async def _render_manage(
     else:
         zone, chosen = zone_from_query(request, client_zone)
     picker = None
-    nearest_choices = None
+    nearest_times = None
     if state == "open":
         day = day_from_query(request)
         if nearest:
@@ -149,11 +149,7 @@ async def _render_manage(
             ),
         )
         if nearest is not None:
-            tz = zoneinfo.ZoneInfo(zone)
-            nearest_choices = [
-                TimeChoice(instant_value(slot.start), when_label(slot.start, tz))
-                for slot in nearest
-            ]
+            nearest_times = nearest_choices(nearest, zone)
     context: dict[str, Any] = {
         "state": state,
         "done": request.query.get("done", ""),
@@ -170,7 +166,7 @@ async def _render_manage(
         "zones": zone_options(zone),
         "errors": errors or {},
         "error": error,
-        "nearest": nearest_choices,
+        "nearest": nearest_times,
     }
     return aiohttp_jinja2.render_template("manage/page.html", request, context, status=status)
 

@@ -250,14 +250,22 @@ def _not_scheduled() -> str:
     return _("This appointment is no longer scheduled, so it cannot be changed.")
 
 
-@sessions.therapist_required
-async def move_appointment(request: web.Request) -> web.StreamResponse:
+async def _appointment_form(request: web.Request) -> tuple[sessions.SignedIn, int, int, Any]:
+    """The signed-in therapist, the client's and appointment's ids and the form posted about
+    one of the therapist's appointments, its CSRF token checked; a 404 unless the
+    appointment is this therapist's and this client's."""
     me = sessions.signed_in(request)
     client_id = path_id(request, "client_id")
     appointment_id = path_id(request, "appointment_id")
     form = await checked_form(request)
     async with request.app[SESSIONMAKER]() as db:
         await owned_appointment(db, me.therapist.id, client_id, appointment_id)
+    return me, client_id, appointment_id, form
+
+
+@sessions.therapist_required
+async def move_appointment(request: web.Request) -> web.StreamResponse:
+    me, client_id, appointment_id, form = await _appointment_form(request)
     tz = zoneinfo.ZoneInfo(me.therapist.timezone)
     now = request.app[CLOCK]()
     values = {"date": text(form, "date", limit=10), "time": text(form, "time", limit=8)}
@@ -304,12 +312,7 @@ async def move_appointment(request: web.Request) -> web.StreamResponse:
 
 @sessions.therapist_required
 async def cancel_appointment(request: web.Request) -> web.StreamResponse:
-    me = sessions.signed_in(request)
-    client_id = path_id(request, "client_id")
-    appointment_id = path_id(request, "appointment_id")
-    await checked_form(request)
-    async with request.app[SESSIONMAKER]() as db:
-        await owned_appointment(db, me.therapist.id, client_id, appointment_id)
+    me, client_id, appointment_id, _form = await _appointment_form(request)
     try:
         await booking.cancel_occurrence(
             request.app[SESSIONMAKER],
@@ -327,12 +330,7 @@ async def cancel_appointment(request: web.Request) -> web.StreamResponse:
 
 @sessions.therapist_required
 async def cancel_series(request: web.Request) -> web.StreamResponse:
-    me = sessions.signed_in(request)
-    client_id = path_id(request, "client_id")
-    appointment_id = path_id(request, "appointment_id")
-    await checked_form(request)
-    async with request.app[SESSIONMAKER]() as db:
-        await owned_appointment(db, me.therapist.id, client_id, appointment_id)
+    me, client_id, appointment_id, _form = await _appointment_form(request)
     try:
         await booking.cancel_rest_of_series(
             request.app[SESSIONMAKER],
