@@ -66,6 +66,9 @@ class HomeworkSubscriber:
     async def deliver(self, message: Message) -> None:
         await self._connection.send(message)
 
+    async def relay(self, frame: str) -> None:
+        await self._connection.send_frame(frame)
+
 
 def carries_changes(data: bytes) -> bool:
     """Whether a sync message is a step 2 or an update that changes something."""

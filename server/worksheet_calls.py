@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from sqlalchemy import delete, select
@@ -75,15 +75,9 @@ class CallSubscriber:
     def __init__(self, switchboard: Switchboard, participant: str, actor: tuple[Actor, int]):
         self._switchboard = switchboard
         self._participant = participant
-        self._actor = actor
-
-    @property
-    def key(self) -> str:
-        return self._participant
-
-    @property
-    def actor(self) -> tuple[Actor, int]:
-        return self._actor
+        #: The participant id (read on every keystroke: an attribute, not a property).
+        self.key: Final = participant
+        self.actor: Final = actor
 
     @property
     def connection(self) -> Handle | None:
@@ -94,6 +88,11 @@ class CallSubscriber:
         participant = self._switchboard.registry.participant(self._participant)
         if _may_see(participant) and participant is not None and participant.handle is not None:
             await self._switchboard.send(participant.handle, message)
+
+    async def relay(self, frame: str) -> None:
+        participant = self._switchboard.registry.participant(self._participant)
+        if _may_see(participant) and participant is not None and participant.handle is not None:
+            await self._switchboard.send_frame(participant.handle, Yjs.TYPE, frame)
 
 
 class CallWorksheets:
@@ -141,16 +140,19 @@ class CallWorksheets:
                 except WorksheetGone:
                     raise ProtocolError(ErrorCode.NOT_FOUND, _NOT_FOUND) from None
 
-    async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
-        """A ``yjs`` message not parsed, taken if the worksheet it names is open in the call
-        and ``sender`` may write it and has it open here: everything a keystroke needs is
-        then known without awaiting anything.  ``False`` (having done nothing) otherwise,
-        and for data its decoder refuses: ``handle`` says what is wrong."""
+    async def keystroke(
+        self, sender: Participant, worksheet: str, data: str, frame: str | None = None
+    ) -> bool:
+        """A ``yjs`` message not parsed, taken if the worksheet it names (as
+        ``worksheet_ref`` writes it) is open in the call and ``sender`` may write it and has
+        it open here: everything a keystroke needs is then known without awaiting anything.
+        ``False`` (having done nothing) otherwise, and for data its decoder refuses:
+        ``handle`` says what is wrong.  ``frame``, the frame itself, may be passed on."""
         appointment_id = parse_appointment_ref(sender.appointment)
         if appointment_id is None or not _may_see(sender):
             return False
         worksheet_id = self._open_ids.get(appointment_id)
-        if worksheet_id is None or parse_worksheet_ref(worksheet) != worksheet_id:
+        if worksheet_id is None or worksheet != worksheet_ref(worksheet_id):
             return False
         subscriber = self._known_subscriber(appointment_id, sender.id)
         if subscriber is None or not self._live.is_subscribed(worksheet_id, sender.id):
@@ -159,12 +161,14 @@ class CallWorksheets:
             update = BASE64.decode(data, "data")
         except ProtocolError:
             return False
-        await self._receive(worksheet_id, subscriber, update)
+        await self._receive(worksheet_id, subscriber, update, frame)
         return True
 
-    async def _receive(self, worksheet_id: int, subscriber: CallSubscriber, data: bytes) -> None:
+    async def _receive(
+        self, worksheet_id: int, subscriber: CallSubscriber, data: bytes, frame: str | None = None
+    ) -> None:
         try:
-            await self._live.receive(worksheet_id, subscriber, data)
+            await self._live.receive(worksheet_id, subscriber, data, frame)
         except WorksheetGone:
             raise ProtocolError(ErrorCode.NOT_FOUND, _NOT_FOUND) from None
         except (SyncError, LimitError) as error:

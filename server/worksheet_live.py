@@ -69,6 +69,10 @@ class Subscriber(Protocol):
     async def deliver(self, message: Message) -> None:
         """Send ``message`` to them; must not wait on a slow peer."""
 
+    async def relay(self, frame: str) -> None:
+        """Send them a ``yjs`` message another subscriber sent, as the ``frame`` it came in
+        (which ``encode`` would write the same); must not wait on a slow peer."""
+
 
 class WorksheetGone(LookupError):
     """The worksheet does not exist (any more)."""
@@ -195,8 +199,12 @@ class LiveWorksheets:
         if unused and self._live.get(live.worksheet_id) is live:
             del self._live[live.worksheet_id]
 
-    async def receive(self, worksheet_id: int, subscriber: Subscriber, data: bytes) -> None:
-        """Apply one Yjs message from ``subscriber``.
+    async def receive(
+        self, worksheet_id: int, subscriber: Subscriber, data: bytes, frame: str | None = None
+    ) -> None:
+        """Apply one Yjs message from ``subscriber``.  ``frame``, if given, is the ``yjs``
+        frame that carried ``data``, written as ``encode`` would write it: when the change
+        is passed on as ``data`` itself, the others are sent the frame as it came.
 
         Raises ``SyncError`` or ``LimitError`` (the document is then unchanged) and
         ``WorksheetGone``; the caller tells the sender.
@@ -219,6 +227,11 @@ class LiveWorksheets:
         live.applied += 1
         live.last_change[key] = live.applied
         self._schedule_save(live)
+        if frame is not None and reply.broadcast is data:
+            for other_key, other in tuple(live.subscribers.items()):
+                if other_key != key:
+                    await other.relay(frame)
+            return
         update = Yjs(worksheet=live.ref, data=reply.broadcast)
         for other_key, other in tuple(live.subscribers.items()):
             if other_key != key:

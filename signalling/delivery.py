@@ -112,6 +112,17 @@ class Delivery:
                 return
         await self._publish((Deliver(handle, message),))
 
+    async def send_frame(self, handle: Handle, kind: str, frame: str) -> None:
+        """``send`` for a message of type ``kind`` that is passed on as the ``frame`` it came
+        in, unparsed: a frame ``encode`` would write the same."""
+        if not (self._draining or self._outbox):
+            connection = self._reached(handle)
+            if connection is not None:
+                if not connection.send_now(frame):
+                    await self._straight(handle, connection.send_frame(frame))
+                return
+        await self._publish((Passed(handle, kind, frame),))
+
     async def _straight(self, handle: Handle, sending: Awaitable[None]) -> None:
         """Await ``sending``, a send to ``handle``'s connection begun with nothing waiting
         ahead of it, as the drain loop would: what is published meanwhile waits behind it."""

@@ -203,7 +203,7 @@ class Session:
             return False  # the full way says what is wrong, or that it is too fast
         # One the worksheet does not take here (the sender's first, before it has the
         # worksheet open) takes the full way, and so counts twice against the rate.
-        return await switchboard.keystroke(sender, fields[0], fields[1])
+        return await switchboard.keystroke(sender, fields[0], fields[1], frame)
 
     async def ping(self, ts: float) -> None:
         """Send the periodic ``ping``."""

@@ -66,10 +66,14 @@ class WorksheetHandler(Protocol):
 
     async def handle(self, sender: Participant, message: WorksheetCommand) -> None: ...
 
-    async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
+    async def keystroke(
+        self, sender: Participant, worksheet: str, data: str, frame: str | None = None
+    ) -> bool:
         """``handle`` for a ``yjs`` message not parsed (its ``worksheet`` and base64 ``data``
         as the frame has them), if the worksheet it names is the one open for ``sender``
-        here; ``False`` (having done nothing): ``handle`` it after all."""
+        here; ``False`` (having done nothing): ``handle`` it after all.  ``frame``, if given,
+        is the frame itself, written as ``encode`` would write the message: it may be
+        passed on as it came."""
         ...
 
 
@@ -258,13 +262,13 @@ class Switchboard(Delivery):
             return None
         return self._live_sender(handle)
 
-    async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
-        """``receive_here`` for a ``yjs`` frame not parsed, from the sender ``worksheet_lane``
-        gave, with the worksheet and base64 data the frame has; ``False`` (having done
-        nothing): it takes the full way after all."""
+    async def keystroke(self, sender: Participant, worksheet: str, data: str, frame: str) -> bool:
+        """``receive_here`` for a ``yjs`` frame not parsed (``plain_yjs``), from the sender
+        ``worksheet_lane`` gave, with the worksheet and base64 data the frame has; ``False``
+        (having done nothing): it takes the full way after all."""
         assert sender.handle is not None and self.worksheets is not None
         try:
-            taken = await self.worksheets.keystroke(sender, worksheet, data)
+            taken = await self.worksheets.keystroke(sender, worksheet, data, frame)
         except Exception as exc:
             error = exc if isinstance(exc, ProtocolError) else _handler_failed(Yjs.TYPE)
             await self._publish((Deliver(sender.handle, error_for(error)),))

@@ -46,6 +46,7 @@ _MAX_VARUINT_BITS = 53  # as lib0: larger numbers are not safe integers in JavaS
 #: The sync steps by number (looking them up in the enum each time is slow).
 _STEPS = tuple(sorted(YSyncMessageType, key=int))
 _SYNC = int(YMessageType.SYNC)
+_UPDATE_STEP = int(YSyncMessageType.SYNC_UPDATE)
 _CHECKPOINT_EVERY = 256  # accepted changes kept for undoing, before a fresh checkpoint
 
 
@@ -262,6 +263,15 @@ class SharedWorksheet:
         Raises `SyncError` for a malformed message or payload, and `LimitError` for an
         update that would break a limit of the template; the document is then unchanged.
         """
+        if (
+            type(message) is bytes
+            and 3 < len(message) < 0x83
+            and message[0] == _SYNC
+            and message[1] == _UPDATE_STEP
+            and message[2] == len(message) - 3
+        ):
+            # A short update message, written as `update_message` writes one: a keystroke.
+            return self._apply(message[3:], message)
         decoded = decode_message(message)
         if decoded.step == YSyncMessageType.SYNC_STEP1:
             try:
@@ -273,8 +283,10 @@ class SharedWorksheet:
             return Reply(reply=sync_step2_message(missing))
         return self._apply(decoded.payload)
 
-    def _apply(self, update: bytes) -> Reply:
-        """Apply `update` once, then check what it touched; undo it if it is refused."""
+    def _apply(self, update: bytes, message: bytes | None = None) -> Reply:
+        """Apply `update` once, then check what it touched; undo it if it is refused.
+        `message` is the update message that carried it, if one did: passed on itself
+        when the change it made is written exactly as it is."""
         if update == EMPTY_UPDATE:
             return Reply()
         if len(update) > self.limit:
@@ -323,12 +335,12 @@ class SharedWorksheet:
             and touched is not None
             and rooms is not None
             and touched <= self._text_ids
-            and all(rooms[field] >= size for field in touched)
+            and min(map(rooms.__getitem__, touched), default=size) >= size
         ):
             # A keystroke: it touched texts only, each with room for all of it.
             for field in touched:
                 rooms[field] -= size
-            return self._accept(bound, changes)
+            return self._accept(bound, changes, update, message)
         try:
             if bound > self.limit:
                 bound = len(self.doc.get_update())  # measure, and start counting afresh
@@ -339,7 +351,7 @@ class SharedWorksheet:
             self._undo(dirty)
             raise
         self._rooms = self._measure_rooms()
-        return self._accept(bound, changes)
+        return self._accept(bound, changes, update, message)
 
     def _measure_rooms(self) -> dict[str, int] | None:
         raw = self.doc._doc
@@ -349,12 +361,18 @@ class SharedWorksheet:
         finally:
             txn.drop()
 
-    def _accept(self, bound: int, changes: list[bytes]) -> Reply:
+    def _accept(
+        self, bound: int, changes: list[bytes], update: bytes, message: bytes | None
+    ) -> Reply:
         self._size_bound = bound
         self._keep(changes)
         change = changes[0] if len(changes) == 1 else merge_updates(*changes)
         if self._on_change is not None:
             self._on_change(change)
+        # What is passed on is the change as the document wrote it, never what the sender
+        # wrote: the same bytes, for a keystroke, and then the message that carried them.
+        if message is not None and change == update:
+            return Reply(broadcast=message)
         return Reply(broadcast=update_message(change))
 
     def merge(self, state: bytes) -> bytes | None:

@@ -12,8 +12,10 @@ import pytest
 from pycrdt import create_update_message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server import ws as ws_module
 from server.calls import SWITCHBOARD
 from server.worksheet_calls import CallWorksheets
+from signalling import protocol
 from signalling import session as session_module
 from signalling.messages import Message, Role
 from signalling.participants import WAITING, Participant
@@ -47,17 +49,36 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return frames
 
 
+@pytest.fixture
+def encoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The types of the messages the server encoded to send."""
+    types: list[str] = []
+
+    def encode_message(message: Message) -> str:
+        types.append(message.TYPE)
+        return protocol.encode(message)
+
+    monkeypatch.setattr(ws_module, "encode", encode_message)
+    return types
+
+
 def yjs(worksheet: str, data: str) -> dict[str, str]:
     """A ``yjs`` message with its fields in the order the browser writes them."""
     return {"type": "yjs", "worksheet": worksheet, "data": data}
 
 
 async def test_keystrokes_both_ways_are_applied_and_relayed_without_being_parsed(
-    cast: Cast, db: async_sessionmaker[AsyncSession], clock: FakeClock, parsed: list[str]
+    cast: Cast,
+    db: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    parsed: list[str],
+    encoded: list[str],
 ) -> None:
     pair = await admitted_pair(cast, db, clock)
     therapist, client = await open_worksheet(pair)
     assert therapist.worksheet is not None
+    assert "yjs" in encoded  # the server's sync step 1 and step 2 on opening
+    encoded.clear()
 
     for n in range(10):
         therapist.text("went_well").insert(0, f"t{n} ")
@@ -70,6 +91,9 @@ async def test_keystrokes_both_ways_are_applied_and_relayed_without_being_parsed
     assert therapist.content("was_hard") == client.content("was_hard")
     assert therapist.content("went_well") == client.content("went_well")
     assert not [frame for frame in parsed if '"type":"yjs"' in frame]
+    # Nor written again: each keystroke's update, as the document wrote it, was the same
+    # bytes as the browser's, so the other was sent the frame as it came.
+    assert "yjs" not in encoded
     content = await closed_content(pair, db, therapist.worksheet)
     assert content["went_well"] == therapist.content("went_well")
     assert content["was_hard"].startswith("c9 c8 ")

@@ -35,6 +35,7 @@ class Worksheets:
         self.refuses: ProtocolError | None = None
         self.fails: Exception | None = None
         self.keystrokes: list[tuple[str, str, str]] = []
+        self.frames: list[str | None] = []
         self.handled: list[tuple[str, WorksheetCommand]] = []
 
     async def handle(self, sender: Participant, message: WorksheetCommand) -> None:
@@ -42,13 +43,16 @@ class Worksheets:
             raise self.fails
         self.handled.append((sender.id, message))
 
-    async def keystroke(self, sender: Participant, worksheet: str, data: str) -> bool:
+    async def keystroke(
+        self, sender: Participant, worksheet: str, data: str, frame: str | None = None
+    ) -> bool:
         if self.refuses is not None:
             raise self.refuses
         if self.fails is not None:
             raise self.fails
         if self.takes:
             self.keystrokes.append((sender.id, worksheet, data))
+            self.frames.append(frame)
         return self.takes
 
 
@@ -90,6 +94,7 @@ async def test_a_browser_keystroke_goes_to_the_worksheet_without_being_parsed(
     await call.therapist.receive(browser_frame("w-7", "AQ=="))
 
     assert worksheets.keystrokes == [("c-1", "w-7", DATA), ("h-1", "w-7", "AQ==")]
+    assert worksheets.frames == [frame, browser_frame("w-7", "AQ==")]
     assert worksheets.handled == []
     assert frame not in parsed
     assert call.client_socket.sent == []

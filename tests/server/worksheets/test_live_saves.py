@@ -20,6 +20,7 @@ from server.models import AuditEvent
 from server.worksheet_live import LiveWorksheets
 from server.worksheet_models import Worksheet
 from signalling.messages import Message
+from signalling.protocol import parse_message
 from signalling.worksheet_messages import WorksheetSaved, Yjs
 from tests.conftest import FakeClock
 from tests.server.worksheets.peers import Peer
@@ -48,6 +49,9 @@ class Recorder:
     async def deliver(self, message: Message) -> None:
         self.received.append(message)
         self.arrived.set()
+
+    async def relay(self, frame: str) -> None:
+        await self.deliver(parse_message(frame))
 
     def saved(self) -> list[int]:
         return [m.revision for m in self.received if isinstance(m, WorksheetSaved)]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycrdt import Array, Doc, Map, Text, create_update_message, write_message
+from pycrdt import Array, Doc, Map, Text, create_update_message, merge_updates, write_message
 
 from server.worksheets import (
     LimitError,
@@ -567,3 +567,33 @@ def test_a_short_malformed_sync_message_is_refused_saying_why(message: bytes, er
 def test_a_length_written_with_more_bytes_than_needed_still_reads() -> None:
     assert decode_message(b"\x00\x02\x82\x00ab").payload == b"ab"
     assert decode_message(b"\x00\x02\x82\x80\x00ab").payload == b"ab"
+
+
+def test_a_keystroke_is_passed_on_as_the_message_that_carried_it() -> None:
+    call = Call(SMALL)
+    call.a.text("story").insert(0, "one")
+    message = call.a.take_outbox()[0]
+
+    assert call.server.receive(message).broadcast is message
+
+
+def test_anything_else_is_passed_on_as_the_document_wrote_the_change() -> None:
+    call = Call(SMALL)
+    call.a.text("story").insert(0, "one")
+    first = call.a.take_outbox()[0]
+    call.a.text("story").insert(3, " two")
+    second = call.a.take_outbox()[0]
+    call.a.text("story").insert(0, "x" * 200)  # a message whose length takes two bytes
+    long = call.a.take_outbox()[0]
+    assert call.server.receive(first).broadcast is first
+
+    # The same update in a sync step 2 is passed on as an update message.
+    as_step2 = sync_step2_message(second[3:])
+    assert call.server.receive(as_step2).broadcast == update_message(second[3:])
+    # An update holding one change already applied and one new: only the new one.
+    both = merge_updates(second[3:], decode_message(long).payload)
+    broadcast = call.server.receive(create_update_message(both)).broadcast
+    assert broadcast is not None
+    assert broadcast != create_update_message(both)
+    assert broadcast == long
+    assert call.rendered()["story"] == "x" * 200 + "one two"
