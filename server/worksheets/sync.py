@@ -298,19 +298,24 @@ class SharedWorksheet:
         self._touched = set()
         self._receiving = True
         try:
-            # One transaction for applying the update and reading the state it left: pycrdt's
+            # One transaction for applying the update and reading the roots it left: pycrdt's
             # own, without its Python wrapper (nothing here reads the document through
             # pycrdt's Python types, and the observers are this class's own).
             raw = self.doc._doc
             txn = raw.create_transaction()
             try:
                 raw.apply_update(txn, update)
-                state = raw.get_state(txn)
                 one_root = has_only_its_root(self.doc, txn)
                 txn.commit()
             finally:
                 txn.drop()
-            leftover = get_update(update, state)
+            received = self._received
+            if len(received) == 1 and received[0] == update:
+                # The document wrote the change back exactly as it came: all of it was
+                # taken, nothing is left pending (a keystroke).
+                leftover = EMPTY_UPDATE
+            else:
+                leftover = get_update(update, self.doc.get_state())
         except BaseException as error:
             if not _is_decode_failure(error):
                 raise

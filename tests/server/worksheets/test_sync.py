@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from pycrdt import Array, Doc, Map, Text, create_update_message, merge_updates, write_message
+from pycrdt import get_update as pycrdt_get_update
 
 from server.worksheets import (
     LimitError,
@@ -25,6 +26,7 @@ from server.worksheets import (
     parse_template,
     render,
 )
+from server.worksheets import sync as sync_module
 from server.worksheets.document import ROOT
 from server.worksheets.sync import (
     decode_message,
@@ -597,3 +599,32 @@ def test_anything_else_is_passed_on_as_the_document_wrote_the_change() -> None:
     assert broadcast != create_update_message(both)
     assert broadcast == long
     assert call.rendered()["story"] == "x" * 200 + "one two"
+
+
+def test_a_keystroke_written_back_as_it_came_is_not_decoded_again_to_find_a_leftover(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    call = Call(SMALL)
+    call.a.text("story").insert(0, "one")
+    first = call.a.take_outbox()[0]
+    call.a.text("story").insert(3, " two")
+    second = call.a.take_outbox()[0]
+    looked: list[bytes] = []
+    original = pycrdt_get_update
+
+    def leftover(update: bytes, state: bytes) -> bytes:
+        looked.append(update)
+        return original(update, state)
+
+    monkeypatch.setattr(sync_module, "get_update", leftover)
+
+    assert call.server.receive(first).broadcast is first
+    assert looked == []
+    # One that needs a change the server has not seen is written back otherwise: looked at.
+    call.a.text("story").insert(0, "x")
+    third = call.a.take_outbox()[0]
+    assert call.server.receive(third).reply == call.server.sync_step1()
+    assert looked == [third[3:]]
+    assert call.server.receive(second).broadcast is second
+    assert call.server.receive(third).broadcast is third
+    assert call.rendered()["story"] == "xone two"
