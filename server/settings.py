@@ -4,39 +4,34 @@ Every setting comes from an ``ALCOVE_*`` environment variable, optionally
 seeded from a ``.env`` file in the working directory (real environment
 variables win).  ``SETTINGS`` lists every variable with its default and a
 one-line description; ``docs/CONFIG.md`` documents each of them and a test
-keeps the two in step.
+keeps the two in step.  ``server.setting_values`` reads and checks each kind of value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-import importlib.util
-import ipaddress
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from server import setting_values as values
+from server.setting_values import MIN_SECRET_LENGTH, Mode, SettingsError, SmtpTls
 
-class SmtpTls(enum.StrEnum):
-    STARTTLS = "starttls"
-    TLS = "tls"
-    NONE = "none"
-
-
-class SettingsError(Exception):
-    """A setting is missing or wrong; the message is one line, fit for an operator."""
-
-
-class Mode(enum.StrEnum):
-    DEVELOPMENT = "development"
-    PRODUCTION = "production"
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "SETTINGS",
+    "Mode",
+    "SettingSpec",
+    "Settings",
+    "SettingsError",
+    "SmtpTls",
+    "load_settings",
+    "read_env_file",
+]
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,6 @@ SETTINGS: tuple[SettingSpec, ...] = (
 
 _KNOWN = {spec.env for spec in SETTINGS}
 _DEFAULTS = {spec.env: spec.default for spec in SETTINGS}
-MIN_SECRET_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -222,166 +216,6 @@ def _local_secret(data_dir: Path) -> str:
     return secret
 
 
-def _check_public_url(url: str, mode: Mode) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise SettingsError(f"ALCOVE_PUBLIC_URL must be an absolute http(s) URL, not {url!r}")
-    if mode is Mode.PRODUCTION and parts.scheme != "https":
-        raise SettingsError("ALCOVE_PUBLIC_URL must use https in production mode")
-    return url.rstrip("/")
-
-
-def _ice_urls(raw: str) -> tuple[str, ...]:
-    urls = tuple(u.strip() for u in raw.split(",") if u.strip())
-    for url in urls:
-        scheme, sep, rest = url.partition(":")
-        if scheme not in {"stun", "turn", "turns"} or not sep or not rest:
-            raise SettingsError(f"ALCOVE_ICE_URLS: {url!r} is not a stun:, turn: or turns: URL")
-    if len(urls) > 8:
-        raise SettingsError("ALCOVE_ICE_URLS: at most 8 URLs")
-    return urls
-
-
-_TURN_URL = re.compile(
-    r"(?P<scheme>turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
-    r"(?::(?P<port>[0-9]{1,5}))?(?:\?transport=(?P<transport>udp|tcp))?"
-)
-_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def _turn_url(url: str) -> str:
-    """``url`` if it is ``turn(s):host[:port][?transport=udp|tcp]`` (RFC 7065)."""
-    shape = "a URL like turn:turn.example.org:3478?transport=udp"
-    match = _TURN_URL.fullmatch(url)
-    if match is None:
-        raise SettingsError(f"ALCOVE_TURN_URLS: {url!r} is not {shape}")
-    host = match["host"]
-    if host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise SettingsError(f"ALCOVE_TURN_URLS: {url!r} has a malformed IPv6 address") from None
-    elif len(host) > 253 or not all(_HOST_LABEL.fullmatch(x) for x in host.split(".")):
-        raise SettingsError(f"ALCOVE_TURN_URLS: {url!r} has a malformed host name")
-    if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
-        raise SettingsError(f"ALCOVE_TURN_URLS: {url!r} has a port outside 1 to 65535")
-    return url
-
-
-def _turn_urls(raw: str) -> tuple[str, ...]:
-    urls = tuple(_turn_url(u.strip()) for u in raw.split(",") if u.strip())
-    if len(urls) > 8:
-        raise SettingsError("ALCOVE_TURN_URLS: at most 8 URLs")
-    return urls
-
-
-def _turn_secret(raw: str, urls: tuple[str, ...]) -> str:
-    if urls and not raw:
-        raise SettingsError("ALCOVE_TURN_SECRET is required when ALCOVE_TURN_URLS is set")
-    if raw and len(raw) < MIN_SECRET_LENGTH:
-        raise SettingsError(
-            f"ALCOVE_TURN_SECRET is too short: use at least {MIN_SECRET_LENGTH} random characters"
-        )
-    return raw
-
-
-def _origins(raw: str) -> frozenset[str]:
-    origins = set()
-    for origin in (o.strip().rstrip("/") for o in raw.split(",")):
-        if not origin:
-            continue
-        parts = urlsplit(origin)
-        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
-            raise SettingsError(
-                f"ALCOVE_ALLOWED_ORIGINS: {origin!r} is not an origin like https://host:port"
-            )
-        origins.add(f"{parts.scheme}://{parts.netloc}")
-    return frozenset(origins)
-
-
-def _smtp_tls(raw: str) -> SmtpTls:
-    try:
-        return SmtpTls(raw.lower())
-    except ValueError:
-        raise SettingsError(
-            f"ALCOVE_SMTP_TLS must be 'starttls', 'tls' or 'none', not {raw!r}"
-        ) from None
-
-
-MIN_METRICS_TOKEN_LENGTH = 16
-
-
-def _redis_url(raw: str) -> str:
-    """``raw`` if it is a redis:// or rediss:// URL with a host, and redis-py is installed.
-
-    The error never repeats the URL, which may hold a password.
-    """
-    if not raw:
-        return ""
-    parts = urlsplit(raw)
-    if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
-        raise SettingsError(
-            "ALCOVE_REDIS_URL must be a redis:// or rediss:// URL like redis://redis:6379/0"
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if port is not None and not 1 <= port <= 65535:
-        raise SettingsError("ALCOVE_REDIS_URL has a port outside 1 to 65535")
-    if importlib.util.find_spec("redis") is None:
-        raise SettingsError("ALCOVE_REDIS_URL needs redis-py: pip install 'alcove[redis]'")
-    return raw
-
-
-def _metrics_token(raw: str) -> str:
-    if raw and (len(raw) < MIN_METRICS_TOKEN_LENGTH or any(c.isspace() for c in raw)):
-        raise SettingsError(
-            f"ALCOVE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters "
-            "without spaces"
-        )
-    return raw
-
-
-def _mail_from(raw: str) -> str:
-    _name, address = parseaddr(raw)
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or any(c in raw for c in "\r\n"):
-        raise SettingsError(
-            f"ALCOVE_MAIL_FROM must be an address like 'Alcove <no-reply@example.org>', not {raw!r}"
-        )
-    return raw
-
-
-def _reminder_hours(raw: str) -> tuple[int, ...]:
-    """Distinct whole hours from 1 to 168, largest first; ``none`` turns reminders off."""
-    if raw.strip().lower() == "none":
-        return ()
-    hours: set[int] = set()
-    for part in raw.split(","):
-        try:
-            value = int(part.strip())
-        except ValueError:
-            raise SettingsError(
-                f"ALCOVE_REMINDER_HOURS must be comma-separated whole hours, not {raw!r}"
-            ) from None
-        if not 1 <= value <= 168:
-            raise SettingsError(f"ALCOVE_REMINDER_HOURS: {value} is not between 1 and 168")
-        hours.add(value)
-    if len(hours) > 4:
-        raise SettingsError("ALCOVE_REMINDER_HOURS: at most 4 reminders")
-    return tuple(sorted(hours, reverse=True))
-
-
-def _log_format(raw: str) -> Literal["json", "text"]:
-    value = raw.strip().lower()
-    if value == "json":
-        return "json"
-    if value == "text":
-        return "text"
-    raise SettingsError(f"ALCOVE_LOG_FORMAT must be 'json' or 'text', not {raw!r}")
-
-
 def load_settings(
     environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")
 ) -> Settings:
@@ -421,7 +255,7 @@ def load_settings(
             raise SettingsError("ALCOVE_PUBLIC_URL is required in production mode")
         shown = "localhost" if host in {"127.0.0.1", "0.0.0.0", "::"} else host  # noqa: S104
         public_url = f"http://{shown}:{port}"
-    public_url = _check_public_url(public_url, mode)
+    public_url = values.public_url(public_url, mode)
 
     level = _str(env, "ALCOVE_LOG_LEVEL").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -436,7 +270,7 @@ def load_settings(
     if bool(smtp_username) != bool(smtp_password):
         raise SettingsError("ALCOVE_SMTP_USERNAME and ALCOVE_SMTP_PASSWORD go together")
 
-    turn_urls = _turn_urls(_str(env, "ALCOVE_TURN_URLS"))
+    turn_urls = values.turn_urls(_str(env, "ALCOVE_TURN_URLS"))
 
     unknown = sorted(
         k
@@ -460,24 +294,24 @@ def load_settings(
         login_window_minutes=_int(env, "ALCOVE_LOGIN_WINDOW_MINUTES", 1, 24 * 60),
         trusted_proxies=proxies,
         log_level=level,
-        log_format=_log_format(_str(env, "ALCOVE_LOG_FORMAT")),
+        log_format=values.log_format(_str(env, "ALCOVE_LOG_FORMAT")),
         join_early_minutes=_int(env, "ALCOVE_JOIN_EARLY_MINUTES", 0, 24 * 60),
         join_grace_minutes=_int(env, "ALCOVE_JOIN_GRACE_MINUTES", 0, 24 * 60),
         reconnect_limit_seconds=_int(env, "ALCOVE_RECONNECT_LIMIT_SECONDS", 5, 24 * 3600),
-        ice_urls=_ice_urls(_str(env, "ALCOVE_ICE_URLS")),
+        ice_urls=values.ice_urls(_str(env, "ALCOVE_ICE_URLS")),
         turn_urls=turn_urls,
-        turn_secret=_turn_secret(_str(env, "ALCOVE_TURN_SECRET"), turn_urls),
+        turn_secret=values.turn_secret(_str(env, "ALCOVE_TURN_SECRET"), turn_urls),
         turn_ttl_minutes=_int(env, "ALCOVE_TURN_TTL_MINUTES", 1, 24 * 60),
-        extra_origins=_origins(_str(env, "ALCOVE_ALLOWED_ORIGINS")),
+        extra_origins=values.origins(_str(env, "ALCOVE_ALLOWED_ORIGINS")),
         smtp_host=_str(env, "ALCOVE_SMTP_HOST").strip(),
         smtp_port=_int(env, "ALCOVE_SMTP_PORT", 1, 65535),
-        smtp_tls=_smtp_tls(_str(env, "ALCOVE_SMTP_TLS")),
+        smtp_tls=values.smtp_tls(_str(env, "ALCOVE_SMTP_TLS")),
         smtp_username=smtp_username,
         smtp_password=smtp_password,
-        mail_from=_mail_from(_str(env, "ALCOVE_MAIL_FROM")),
-        reminder_hours=_reminder_hours(_str(env, "ALCOVE_REMINDER_HOURS")),
+        mail_from=values.mail_from(_str(env, "ALCOVE_MAIL_FROM")),
+        reminder_hours=values.reminder_hours(_str(env, "ALCOVE_REMINDER_HOURS")),
         outbox_poll_seconds=_int(env, "ALCOVE_OUTBOX_POLL_SECONDS", 1, 3600),
         shutdown_drain_seconds=_int(env, "ALCOVE_SHUTDOWN_DRAIN_SECONDS", 1, 600),
-        metrics_token=_metrics_token(_str(env, "ALCOVE_METRICS_TOKEN")),
-        redis_url=_redis_url(_str(env, "ALCOVE_REDIS_URL").strip()),
+        metrics_token=values.metrics_token(_str(env, "ALCOVE_METRICS_TOKEN")),
+        redis_url=values.redis_url(_str(env, "ALCOVE_REDIS_URL").strip()),
     )
