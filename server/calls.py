@@ -28,9 +28,10 @@ from signalling import events
 from signalling.errors import ErrorCode, ProtocolError
 from signalling.fanout import Fanout, FanoutUnavailable, LocalFanout
 from signalling.lobby import Watcher
-from signalling.messages import Hello, IceServer, Role
+from signalling.messages import Hello
 from signalling.namespace import NamespacedFanout, namespace_for
 from signalling.participants import Seat
+from signalling.parts import IceServer, Role
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
 

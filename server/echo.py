@@ -41,7 +41,7 @@ from server.calls import Resolver
 from server.keys import CLOCK, REQUEST_ID, SETTINGS
 from server.problems import PROBLEM_JSON, TYPE_PREFIX
 from server.shutdown import DRAIN
-from signalling.messages import MAX_SDP_CHARS, IceServer
+from signalling.parts import MAX_SDP_CHARS, IceServer
 from signalling.wire import encode_struct
 
 if TYPE_CHECKING:

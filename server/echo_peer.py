@@ -23,7 +23,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from server.echo import _NEXT, BadOffer, EchoState, Unavailable
-from signalling.messages import IceServer
+from signalling.parts import IceServer
 
 if TYPE_CHECKING:
     from server.echo import EchoService

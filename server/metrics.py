@@ -42,16 +42,9 @@ from signalling.delivery import Connection
 from signalling.effects import Handle
 from signalling.fanout import Callback, Fanout, Subscription
 from signalling.lobby import Watcher
-from signalling.messages import (
-    CallConnected,
-    DeviceSummary,
-    Error,
-    IceServer,
-    Message,
-    ParticipantState,
-    Role,
-)
+from signalling.messages import CallConnected, Error, Message
 from signalling.participants import Seat, StateChange
+from signalling.parts import DeviceSummary, IceServer, ParticipantState, Role
 from signalling.rooms import Registry
 from signalling.routing import Leases
 from signalling.switchboard import Switchboard

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 
 from server.settings import Settings
-from signalling.messages import IceServer
+from signalling.parts import IceServer
 
 #: coturn's default ``rest-api-separator``: what splits the expiry from the participant.
 SEPARATOR = ":"

@@ -32,8 +32,9 @@ from server.worksheets import LimitError, SyncError
 from signalling import events
 from signalling.effects import Handle
 from signalling.errors import ErrorCode, ProtocolError
-from signalling.messages import Message, Role
+from signalling.messages import Message
 from signalling.participants import ADMITTED, IN_CALL, Participant
+from signalling.parts import Role
 from signalling.switchboard import Switchboard
 from signalling.worksheet_messages import (
     BASE64,

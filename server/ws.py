@@ -22,7 +22,8 @@ from server.calls import SWITCHBOARD, Resolver, appointment_ref
 from server.keys import CLOCK, SETTINGS
 from server.shutdown import DRAIN, GOING_AWAY, GOING_AWAY_REASON
 from signalling.errors import CloseCode
-from signalling.messages import Ended, Message, Role
+from signalling.messages import Ended, Message
+from signalling.parts import Role
 from signalling.protocol import (
     IDLE_TIMEOUT_SECONDS,
     MAX_FRAME_BYTES,

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from signalling import views
 from signalling.effects import Close, Deliver, Effect
 from signalling.errors import CloseCode
-from signalling.messages import Message, Role
+from signalling.messages import Message
 from signalling.participants import ADMITTED, IN_CALL, Participant
+from signalling.parts import Role
 
 
 def send(out: list[Effect], to: Participant, message: Message) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from signalling.messages import Role
+from signalling.parts import Role
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from signalling.effects import Deliver, Effect, Handle
-from signalling.messages import MAX_ID_CHARS, MAX_NAME_CHARS, Lobby
+from signalling.messages import Lobby
+from signalling.parts import MAX_ID_CHARS, MAX_NAME_CHARS
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from signalling.effects import Handle
-from signalling.messages import (
+from signalling.parts import (
     MAX_ID_CHARS,
     MAX_NAME_CHARS,
     MAX_WELCOME_CHARS,

@@ -37,14 +37,11 @@ from signalling.lobby import Lobbies, Watcher
 from signalling.messages import (
     Admitted,
     Chat,
-    DeviceSummary,
     Ended,
-    IceServer,
     Lobby,
     MediaState,
     MessageToWaiting,
     Relayed,
-    Role,
     SentBack,
 )
 from signalling.participants import (
@@ -57,6 +54,7 @@ from signalling.participants import (
     Seat,
     StateChange,
 )
+from signalling.parts import DeviceSummary, IceServer, Role
 
 log = logging.getLogger(__name__)
 

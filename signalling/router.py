@@ -20,8 +20,9 @@ from signalling.effects import Close, Deliver, Effect, Handle
 from signalling.errors import CloseCode, ErrorCode, ProtocolError
 from signalling.fanout import FanoutUnavailable, Subscription
 from signalling.lobby import Watcher
-from signalling.messages import Candidate, DeviceSummary, IceServer, Message, Role
+from signalling.messages import Candidate, Message
 from signalling.participants import Seat
+from signalling.parts import DeviceSummary, IceServer, Role
 from signalling.protocol import error_for, parse_message
 from signalling.routing import (
     MOVED_CHANNEL,

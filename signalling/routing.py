@@ -30,8 +30,9 @@ import orjson
 
 from signalling.effects import Handle
 from signalling.lobby import Watcher
-from signalling.messages import DeviceSummary, IceServer, Message, Role
+from signalling.messages import Message
 from signalling.participants import Seat
+from signalling.parts import DeviceSummary, IceServer, Role
 from signalling.protocol import CANDIDATE_PREFIX, encode, parse_message, plain_candidate
 from signalling.wire import decode_struct, encode_struct
 

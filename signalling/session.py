@@ -24,8 +24,9 @@ from signalling.delivery import Connection
 from signalling.effects import Handle
 from signalling.errors import FATAL, CloseCode, ErrorCode, ProtocolError
 from signalling.lobby import Watcher
-from signalling.messages import Candidate, Hello, IceServer, Message, Ping, Role
+from signalling.messages import Candidate, Hello, Message, Ping
 from signalling.participants import Seat
+from signalling.parts import IceServer, Role
 from signalling.protocol import (
     CANDIDATE_PREFIX,
     RATE_BURST,

@@ -26,10 +26,8 @@ from signalling.messages import (
     CallConnected,
     Candidate,
     Chat,
-    DeviceSummary,
     End,
     Hello,
-    IceServer,
     Leave,
     MediaState,
     Message,
@@ -37,11 +35,11 @@ from signalling.messages import (
     Ping,
     Pong,
     Relayed,
-    Role,
     SendBack,
     TextMessage,
 )
 from signalling.participants import Participant, Seat
+from signalling.parts import DeviceSummary, IceServer, Role
 from signalling.protocol import check_direction, error_for
 from signalling.rooms import Registry
 from signalling.router import Router

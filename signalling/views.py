@@ -6,20 +6,9 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from signalling.errors import ErrorCode
-from signalling.messages import (
-    LOBBY_STATES,
-    MAX_LOBBY_ENTRIES,
-    Error,
-    IceServer,
-    Lobby,
-    LobbyEntry,
-    PeerJoined,
-    PeerLeft,
-    Role,
-    Waiting,
-    Welcome,
-)
+from signalling.messages import Error, Lobby, PeerJoined, PeerLeft, Waiting, Welcome
 from signalling.participants import Participant
+from signalling.parts import LOBBY_STATES, MAX_LOBBY_ENTRIES, IceServer, LobbyEntry, Role
 from signalling.protocol import PROTOCOL_VERSION
 
 STATUS_WAITING = "Your therapist knows you are here and will let you in."

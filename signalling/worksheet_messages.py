@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from signalling.kinds import integer, text
-from signalling.messages import BOTH, ID, THERAPIST_ONLY, Message
+from signalling.messages import BOTH, THERAPIST_ONLY, Message
+from signalling.parts import ID
 from signalling.wire import JSON, Kind, bad, describe, field
 
 #: A worksheet's id on the wire: ``w-<n>``.

@@ -25,7 +25,7 @@ from server import echo, echo_peer
 from server.app import create_app
 from server.settings import Settings
 from server.shutdown import DRAIN
-from signalling.messages import IceServer
+from signalling.parts import IceServer
 from tests.conftest import free_port, make_settings
 from tests.support.arrange import make_appointment, make_therapist
 from tests.support.connection_stats import snapshot, summarise

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server import turn
 from server.app import create_app
 from server.settings import Settings, SettingsError, load_settings
-from signalling.messages import IceServer
+from signalling.parts import IceServer
 from tests.conftest import LiveServer, free_port, make_settings
 from tests.server.test_cli import alcove_env, run_alcove
 from tests.support.arrange import make_appointment, make_therapist

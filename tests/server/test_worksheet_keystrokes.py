@@ -17,8 +17,9 @@ from server.calls import SWITCHBOARD
 from server.worksheet_calls import CallWorksheets
 from signalling import protocol
 from signalling import session as session_module
-from signalling.messages import Message, Role
+from signalling.messages import Message
 from signalling.participants import WAITING, Participant
+from signalling.parts import Role
 from signalling.protocol import parse_message
 from tests.conftest import FakeClock
 from tests.server.test_worksheet_calls import (

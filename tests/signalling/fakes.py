@@ -13,17 +13,9 @@ from signalling.errors import ErrorCode
 from signalling.events import RoomEvent
 from signalling.fanout import FanoutUnavailable, LocalFanout
 from signalling.lobby import Watcher
-from signalling.messages import (
-    DeviceSummary,
-    Error,
-    Hello,
-    IceServer,
-    MediaState,
-    Message,
-    ParticipantState,
-    Role,
-)
+from signalling.messages import Error, Hello, MediaState, Message
 from signalling.participants import Seat, StateChange
+from signalling.parts import DeviceSummary, IceServer, ParticipantState, Role
 from signalling.protocol import parse_message
 from signalling.rooms import Registry
 from signalling.session import RateLimiter, Session

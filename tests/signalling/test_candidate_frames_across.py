@@ -8,8 +8,9 @@ from __future__ import annotations
 from signalling.effects import Handle
 from signalling.errors import ErrorCode
 from signalling.fanout import LocalFanout
-from signalling.messages import Admit, Candidate, Error, Role
+from signalling.messages import Admit, Candidate, Error
 from signalling.participants import Seat
+from signalling.parts import Role
 from signalling.protocol import parse_message
 from signalling.rooms import Registry
 from signalling.routing import Command, dump_command, load_command

@@ -18,7 +18,8 @@ from signalling.effects import (
     lobby_channel_for,
 )
 from signalling.errors import CloseCode, ErrorCode
-from signalling.messages import Candidate, Error, IceCandidate, Lobby, Offer, Waiting
+from signalling.messages import Candidate, Error, Lobby, Offer, Waiting
+from signalling.parts import IceCandidate
 from signalling.protocol import encode, parse_message
 
 TO = Handle("c-1", "tok-1")

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import pytest
 
 from signalling import events
-from signalling.messages import Admit, End, Leave, Message, ParticipantState, Role, SendBack
+from signalling.messages import Admit, End, Leave, Message, SendBack
 from signalling.messages import TextMessage as Text
+from signalling.parts import ParticipantState, Role
 from tests.signalling.fakes import Board, Joined, client_seat, in_call, therapist_seat
 
 CLIENT, THERAPIST = Role.CLIENT, Role.THERAPIST

@@ -17,16 +17,15 @@ from signalling.messages import (
     Lobby,
     MessageToWaiting,
     Offer,
-    ParticipantState,
     Ping,
     Pong,
-    Role,
     SendBack,
     SentBack,
     TextMessage,
     Waiting,
     Welcome,
 )
+from signalling.parts import ParticipantState, Role
 from signalling.views import STATUS_SENT_BACK
 from tests.signalling.fakes import (
     CALL_ONLY,

@@ -8,13 +8,8 @@ from typing import Any
 import pytest
 
 from signalling.errors import ErrorCode, ProtocolError
-from signalling.messages import (
-    ConnectionSummary,
-    ConnectionVerdict,
-    DeviceStatus,
-    DeviceSummary,
-    Hello,
-)
+from signalling.messages import Hello
+from signalling.parts import ConnectionSummary, ConnectionVerdict, DeviceStatus, DeviceSummary
 from signalling.protocol import encode, parse_message
 
 MEASURED = {"verdict": "fair", "rttMs": 180, "lossPercent": 2.5, "kbpsUp": 640, "kbpsDown": 910}

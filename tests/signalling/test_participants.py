@@ -9,7 +9,6 @@ import logging
 
 import pytest
 
-from signalling.messages import ParticipantState, Role
 from signalling.participants import (
     ALLOWED_TRANSITIONS,
     IllegalTransition,
@@ -17,6 +16,7 @@ from signalling.participants import (
     Seat,
     StateChange,
 )
+from signalling.parts import ParticipantState, Role
 from tests.signalling.fakes import T0, client_seat, therapist_seat
 
 S = ParticipantState

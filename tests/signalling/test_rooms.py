@@ -12,13 +12,10 @@ from signalling.messages import (
     Admit,
     End,
     Error,
-    IceServer,
     Leave,
     Lobby,
     MessageToWaiting,
-    ParticipantState,
     PeerJoined,
-    Role,
     SendBack,
     SentBack,
     TextMessage,
@@ -26,6 +23,7 @@ from signalling.messages import (
     Welcome,
 )
 from signalling.participants import Seat
+from signalling.parts import IceServer, ParticipantState, Role
 from signalling.views import STATUS_EARLY, STATUS_SENT_BACK, STATUS_WAITING
 from tests.signalling.fakes import (
     T0,

@@ -13,11 +13,10 @@ from signalling.messages import (
     Leave,
     Lobby,
     Offer,
-    ParticipantState,
     PeerLeft,
-    Role,
     Welcome,
 )
+from signalling.parts import ParticipantState, Role
 from tests.signalling.fakes import Board, client_seat, errors, in_call, media, therapist_seat
 
 WAITING = ParticipantState.WAITING

@@ -7,7 +7,8 @@ import dataclasses
 import datetime as dt
 
 from signalling import events
-from signalling.messages import Lobby, ParticipantState, PeerLeft, Welcome
+from signalling.messages import Lobby, PeerLeft, Welcome
+from signalling.parts import ParticipantState
 from tests.signalling.fakes import Board, client_seat, in_call
 
 ADMITTED = ParticipantState.ADMITTED

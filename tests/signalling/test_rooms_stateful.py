@@ -23,11 +23,10 @@ from signalling.messages import (
     Lobby,
     Message,
     Offer,
-    ParticipantState,
-    Role,
     SendBack,
     TextMessage,
 )
+from signalling.parts import ParticipantState, Role
 from tests.signalling.fakes import (
     CALL_ONLY,
     Board,

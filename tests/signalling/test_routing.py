@@ -15,19 +15,21 @@ from signalling.messages import (
     Admitted,
     Answer,
     Chat,
-    ConnectionSummary,
-    ConnectionVerdict,
-    DeviceStatus,
-    DeviceSummary,
     Error,
-    IceServer,
     Lobby,
     Offer,
-    ParticipantState,
     PeerJoined,
     Waiting,
 )
 from signalling.participants import Seat
+from signalling.parts import (
+    ConnectionSummary,
+    ConnectionVerdict,
+    DeviceStatus,
+    DeviceSummary,
+    IceServer,
+    ParticipantState,
+)
 from signalling.rooms import Registry
 from signalling.routing import Command, Moved, dump_command, dump_moved, load_command, load_moved
 from signalling.switchboard import Switchboard

@@ -10,18 +10,9 @@ import pytest
 
 from signalling.errors import CloseCode, ErrorCode, ProtocolError
 from signalling.lobby import Watcher
-from signalling.messages import (
-    DeviceStatus,
-    DeviceSummary,
-    Error,
-    Hello,
-    IceServer,
-    Lobby,
-    Pong,
-    Role,
-    Welcome,
-)
+from signalling.messages import Error, Hello, Lobby, Pong, Welcome
 from signalling.participants import Seat
+from signalling.parts import DeviceStatus, DeviceSummary, IceServer, Role
 from signalling.protocol import MAX_FRAME_BYTES, encode
 from signalling.session import Phase, RateLimiter, Session
 from tests.signalling.fakes import (

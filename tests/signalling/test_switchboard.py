@@ -15,13 +15,12 @@ from signalling.messages import (
     Lobby,
     MediaState,
     Offer,
-    ParticipantState,
     Ping,
     Pong,
-    Role,
     VideoState,
     Waiting,
 )
+from signalling.parts import ParticipantState, Role
 from signalling.protocol import encode, parse_message
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard

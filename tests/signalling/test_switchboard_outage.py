@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from signalling.errors import CloseCode, ErrorCode
 from signalling.fanout import Callback, FanoutUnavailable, LocalFanout, Subscription
-from signalling.messages import Admit, Candidate, Chat, Error, Role
+from signalling.messages import Admit, Candidate, Chat, Error
+from signalling.parts import Role
 from signalling.rooms import Registry
 from signalling.switchboard import Switchboard
 from tests.signalling.fakes import (

@@ -5,14 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from signalling import views
-from signalling.messages import (
-    MAX_LOBBY_ENTRIES,
-    DeviceStatus,
-    DeviceSummary,
-    Lobby,
-    ParticipantState,
-)
+from signalling.messages import Lobby
 from signalling.participants import Participant, Seat
+from signalling.parts import MAX_LOBBY_ENTRIES, DeviceStatus, DeviceSummary, ParticipantState
 from tests.signalling.fakes import T0, Board, client_seat, therapist_seat
 
 S = ParticipantState

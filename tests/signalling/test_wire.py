@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from signalling import wire
 from signalling.errors import ErrorCode, ProtocolError
-from signalling.messages import Candidate, IceCandidate, Message
+from signalling.messages import Candidate, Message
+from signalling.parts import IceCandidate
 from signalling.protocol import MESSAGE_TYPES
 from signalling.wire import decode_struct
 
