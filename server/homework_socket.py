@@ -24,9 +24,10 @@ from sqlalchemy import update
 from server import homework
 from server.audit import Actor
 from server.keys import CLOCK, SESSIONMAKER
+from server.live_document import WorksheetGone
 from server.shutdown import DRAIN, GOING_AWAY, GOING_AWAY_REASON
 from server.worksheet_calls import LIVE_WORKSHEETS
-from server.worksheet_live import LiveWorksheets, WorksheetGone
+from server.worksheet_live import LiveWorksheets
 from server.worksheet_models import Homework, HomeworkStatus
 from server.worksheets import LimitError, SyncError
 from server.ws import IDLE_TIMEOUT, PING_INTERVAL, SocketConnection, origin_allowed

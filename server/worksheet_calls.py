@@ -25,8 +25,9 @@ from server import worksheet_store
 from server.audit import Actor
 from server.calls import SWITCHBOARD, appointment_ref, parse_appointment_ref
 from server.keys import CLOCK, SESSIONMAKER
+from server.live_document import WorksheetGone
 from server.models import Appointment
-from server.worksheet_live import LiveWorksheets, WorksheetGone
+from server.worksheet_live import LiveWorksheets
 from server.worksheet_models import CallWorksheet
 from server.worksheets import LimitError, SyncError
 from signalling import events

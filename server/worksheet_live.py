@@ -26,20 +26,15 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import audit, worksheet_store
 from server.audit import Actor
-from server.worksheets import SharedWorksheet, Template, compact, load, render
-from server.worksheets.templates import template_to_json
-from signalling.messages import Message
+from server.live_document import LiveDocument, Subscriber, WorksheetGone
+from server.worksheets import SharedWorksheet, compact, load, render
 from signalling.worksheet_messages import (
     Editing,
-    WorksheetSaved,
-    WorksheetShown,
     Yjs,
     worksheet_ref,
 )
@@ -48,79 +43,6 @@ log = logging.getLogger(__name__)
 
 SAVE_DELAY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
-
-
-class Subscriber(Protocol):
-    """Someone with a worksheet open: a call participant, or a homework page."""
-
-    @property
-    def key(self) -> str:
-        """Stable for the person across reconnects (their participant id, say)."""
-
-    @property
-    def actor(self) -> tuple[Actor, int]:
-        """Who they are, for the audit trail."""
-
-    @property
-    def connection(self) -> Hashable:
-        """The connection they are on now (None when they have none): what they send is
-        counted per connection, for ``worksheet-saved``."""
-
-    async def deliver(self, message: Message) -> None:
-        """Send ``message`` to them; must not wait on a slow peer."""
-
-    async def relay(self, frame: str) -> None:
-        """Send them a ``yjs`` message another subscriber sent, as the ``frame`` it came in
-        (which ``encode`` would write the same); must not wait on a slow peer."""
-
-
-class WorksheetGone(LookupError):
-    """The worksheet does not exist (any more)."""
-
-
-@dataclass
-class _Live:
-    worksheet_id: int
-    title: str
-    template: Template
-    shared: SharedWorksheet
-    revision: int
-    subscribers: dict[str, Subscriber] = field(default_factory=dict)
-    #: The connection each subscriber was shown the worksheet on.
-    shown_on: dict[str, Hashable] = field(default_factory=dict)
-    #: Who changed the document since the last save.
-    editors: set[tuple[Actor, int]] = field(default_factory=set)
-    #: How many changes from subscribers were applied, ever (a sequence, not a size).
-    applied: int = 0
-    #: Each subscriber's latest change: the value of ``applied`` just after it.
-    last_change: dict[str, int] = field(default_factory=dict)
-    #: While a save is being written: the changes it stores (``applied`` when it was
-    #: taken); after it, those of the last save stored.
-    covered: int = 0
-    #: Whether a save of this document is being written now.
-    saving: bool = False
-    #: Each subscriber's connection, and how many ``yjs`` messages came from it.
-    received: dict[str, tuple[Hashable, int]] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: The worksheet's id on the wire.
-    ref: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ref = worksheet_ref(self.worksheet_id)
-
-    def saved(
-        self, subscriber: Subscriber, revision: int, counts: dict[str, tuple[Hashable, int]]
-    ) -> WorksheetSaved:
-        """``worksheet-saved`` for ``subscriber``, with how many of the messages from the
-        connection it is on now the save covers (``counts``: ``received`` as it was taken)."""
-        seen = counts.get(subscriber.key)
-        covered = seen[1] if seen is not None and seen[0] == subscriber.connection else 0
-        return WorksheetSaved(worksheet=self.ref, revision=revision, received=covered)
-
-    def shown(self) -> WorksheetShown:
-        return WorksheetShown(
-            worksheet=self.ref, title=self.title, template=template_to_json(self.template)
-        )
 
 
 class LiveWorksheets:
@@ -136,13 +58,13 @@ class LiveWorksheets:
         self._sessionmaker = sessionmaker
         self._clock = clock
         self._save_delay = save_delay
-        self._live: dict[int, _Live] = {}
+        self._live: dict[int, LiveDocument] = {}
         self._loading: dict[int, asyncio.Lock] = {}
         self._saves: set[asyncio.Task[None]] = set()
         #: Worksheets whose save delay has passed, waiting for the saving task.
-        self._due: dict[int, _Live] = {}
+        self._due: dict[int, LiveDocument] = {}
         #: Worksheets changed since they were last saved, for the next batch.
-        self._waiting: dict[int, _Live] = {}
+        self._waiting: dict[int, LiveDocument] = {}
         self._batch: asyncio.TimerHandle | None = None
         #: While saves fail: the wait before the next try.
         self._retry_delay: float | None = None
@@ -194,7 +116,7 @@ class LiveWorksheets:
             await self.flush(worksheet_id)
             self._unload_if_done(live)
 
-    def _unload_if_done(self, live: _Live) -> None:
+    def _unload_if_done(self, live: LiveDocument) -> None:
         unused = not live.subscribers and not live.shared.dirty
         if unused and self._live.get(live.worksheet_id) is live:
             del self._live[live.worksheet_id]
@@ -269,7 +191,7 @@ class LiveWorksheets:
 
     # Loading and saving
 
-    async def _load(self, worksheet_id: int) -> _Live:
+    async def _load(self, worksheet_id: int) -> LiveDocument:
         live = self._live.get(worksheet_id)
         if live is not None:
             return live
@@ -284,7 +206,7 @@ class LiveWorksheets:
                     raise WorksheetGone(worksheet_ref(worksheet_id))
                 template = worksheet_store.worksheet_template(worksheet)
                 doc = load(template, worksheet.state)
-                live = _Live(
+                live = LiveDocument(
                     worksheet_id=worksheet_id,
                     title=worksheet.title,
                     template=template,
@@ -295,7 +217,7 @@ class LiveWorksheets:
         self._loading.pop(worksheet_id, None)
         return live
 
-    def _schedule_save(self, live: _Live, delay: float | None = None) -> None:
+    def _schedule_save(self, live: LiveDocument, delay: float | None = None) -> None:
         """Save ``live`` with the next batch: one timer for the whole instance, so that the
         worksheets changed within one delay are saved in one transaction, not one each."""
         if live.worksheet_id in self._waiting or self._closed:
@@ -306,7 +228,7 @@ class LiveWorksheets:
             wait = self._save_delay if delay is None else delay
             self._batch = loop.call_later(wait, self._start_saves)
 
-    def _retry_later(self, lives: list[_Live], error: Exception) -> None:
+    def _retry_later(self, lives: list[LiveDocument], error: Exception) -> None:
         """A save failed: try these again after the back-off, whether or not they change."""
         if self._retry_delay is None:
             self._retry_delay = self._save_delay
@@ -348,14 +270,14 @@ class LiveWorksheets:
             except Exception:
                 log.exception("could not save %d worksheets", len(due))
 
-    async def _save(self, *lives: _Live) -> None:
+    async def _save(self, *lives: LiveDocument) -> None:
         """Save the worksheets in one transaction (the caller passes them in the order of
         their ids, the order their locks are taken in), then announce each save: to every
         subscriber whose changes it stored all of.  One whose change arrived while it was
         being written hears from the next save, which stores that change too."""
-        saved: list[tuple[_Live, int, int]] = []
-        merged: list[tuple[_Live, bytes]] = []
-        changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]] = []
+        saved: list[tuple[LiveDocument, int, int]] = []
+        merged: list[tuple[LiveDocument, bytes]] = []
+        changed: list[tuple[LiveDocument, set[tuple[Actor, int]], bytes, str]] = []
         # Of each worksheet saved, what was received from whom when its state was taken.
         counts: dict[int, dict[str, tuple[Hashable, int]]] = {}
         try:
@@ -408,13 +330,13 @@ class LiveWorksheets:
 
     async def _write(
         self,
-        changed: list[tuple[_Live, set[tuple[Actor, int]], bytes, str]],
-        merged: list[tuple[_Live, bytes]],
-    ) -> list[tuple[_Live, int, int]]:
+        changed: list[tuple[LiveDocument, set[tuple[Actor, int]], bytes, str]],
+        merged: list[tuple[LiveDocument, bytes]],
+    ) -> list[tuple[LiveDocument, int, int]]:
         """Store the documents' states (in one statement) and their audit events in one
         transaction; for each document stored, its new revision and the changes the save
         covers.  One saved elsewhere meanwhile is merged and stored on its own."""
-        saved: list[tuple[_Live, int, int]] = []
+        saved: list[tuple[LiveDocument, int, int]] = []
         now = self._clock()
         async with self._sessionmaker() as db, db.begin():
             writes: list[audit.Write] = []
@@ -437,7 +359,11 @@ class LiveWorksheets:
         return saved
 
     async def _merge_and_save(
-        self, db: AsyncSession, live: _Live, now: dt.datetime, merged: list[tuple[_Live, bytes]]
+        self,
+        db: AsyncSession,
+        live: LiveDocument,
+        now: dt.datetime,
+        merged: list[tuple[LiveDocument, bytes]],
     ) -> int | None:
         """Someone else saved this worksheet since this document was loaded or saved (its
         copy on another instance: the homework page there, say).  Merge what they stored
