@@ -9,6 +9,7 @@ the practice's mail server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -32,6 +33,9 @@ from server.db import create_engine, sessionmaker
 from server.homework_socket import HomeworkSession
 from server.shutdown import DRAIN, Drain
 from server.worksheet_models import Homework, HomeworkStatus, Worksheet
+from server.worksheets import compact, new_document
+from server.worksheets.builtin import builtin_template
+from server.worksheets.templates import template_to_json
 from tests.conftest import free_port, make_settings
 from tests.e2e.conftest import App
 from tests.e2e.harness import (
@@ -485,4 +489,84 @@ async def test_a_change_still_on_its_way_when_a_save_is_announced_is_not_called_
     await expect(panel).to_have_attribute("data-state", "saved")
     await page.wait_for_function("() => sessionStorage.length === 0")
     assert await stored_text(app, homework.worksheet_id) == "We walked twice today"
+    contexts.assert_clean()
+
+
+# The panel on its own, in the real browser, with a stand-in for the socket: typing waits
+# while the socket still holds earlier messages unsent, and a `rate-limited` error has every
+# change sent again.  The page only provides the origin the modules are loaded from.
+PANEL_ON_A_STALLED_SOCKET = """async ({template, state, field}) => {
+    const { WorksheetPanel } = await import("/static/js/worksheet-panel.js");
+    const sync = await import("/static/js/worksheet-sync.js");
+    const Y = await import("/static/vendor/yjs.js");
+    const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+    const sent = [];
+    let held = 0;
+    const root = document.createElement("div");
+    document.body.append(root);
+    const panel = new WorksheetPanel(root, {
+        send: (message) => { sent.push(message); return true; },
+        buffered: () => held,
+        storage: null,
+    });
+    panel.receive({ type: "worksheet", worksheet: "w-1", title: template.title, template });
+    const initial = sync.fromBase64(state);
+    panel.receive({ type: "yjs", worksheet: "w-1", data: sync.encodeData(sync.STEP2, initial) });
+    const isUpdate = (m) => m.type === "yjs" && sync.decodeData(m.data).step === sync.UPDATE;
+    const updates = () => sent.filter(isUpdate);
+    const textOf = (messages) => {
+        const doc = new Y.Doc();
+        Y.applyUpdate(doc, initial);
+        for (const m of messages) Y.applyUpdate(doc, sync.decodeData(m.data).payload);
+        return doc.getMap("fields").get(field).toString();
+    };
+    const text = panel.doc.getMap("fields").get(field);
+    const before = updates().length;
+
+    held = 4096;  // the network stalled: the socket still holds what was sent before
+    text.insert(0, "a");
+    await pause(300);
+    text.insert(1, "b");
+    await pause(300);
+    const whileHeld = updates().length - before;
+    held = 0;
+    await pause(300);
+    const afterStall = updates().slice(before);
+
+    panel.receive({ type: "error", error: "rate-limited", value: "yjs dropped: slow down" });
+    panel.receive({ type: "error", error: "rate-limited", value: "yjs dropped: slow down" });
+    await pause(200);
+    const soonAfter = updates().length;
+    await pause(1200);
+    const resent = updates().slice(soonAfter);
+    return {
+        status: panel.status,
+        whileHeld,
+        afterStall: afterStall.length,
+        stalledText: textOf(afterStall),
+        resent: resent.length,
+        resentText: textOf(resent),
+    };
+}"""
+
+
+async def test_typing_waits_for_a_stalled_socket_and_a_dropped_change_is_sent_again(
+    contexts: Contexts,
+) -> None:
+    template = builtin_template(CHECK_IN)
+    page = await contexts.page("desktop")
+    await page.goto("/login")
+    state = base64.b64encode(compact(new_document(template))).decode()
+    result = await page.evaluate(
+        PANEL_ON_A_STALLED_SOCKET,
+        {"template": template_to_json(template), "state": state, "field": "went_well"},
+    )
+    assert result == {
+        "status": "saving",  # no save was announced: the changes are not called saved
+        "whileHeld": 0,
+        "afterStall": 1,
+        "stalledText": "ab",
+        "resent": 1,
+        "resentText": "ab",
+    }
     contexts.assert_clean()

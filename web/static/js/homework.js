@@ -39,7 +39,11 @@ let final = false;
 /** @type {ReturnType<typeof setTimeout> | undefined} */
 let retryTimer;
 
-const panel = new WorksheetPanel(byId("worksheet"), { send, strings: t });
+const panel = new WorksheetPanel(byId("worksheet"), {
+  send,
+  buffered: () => (socket ? socket.bufferedAmount : 0),
+  strings: t,
+});
 
 /** @param {object} message */
 function send(message) {
@@ -103,7 +107,7 @@ function onMessage(data) {
     return;
   }
   if (message.type === "worksheet") attempt = 0; // the server took us: start short again
-  if (message.type === "error" && message.error !== "worksheet-refused") {
+  if (message.type === "error" && message.error !== "worksheet-refused" && message.error !== "rate-limited") {
     console.warn("homework:", message.error, message.value);
     return;
   }

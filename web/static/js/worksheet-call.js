@@ -31,7 +31,11 @@ export function mountCallWorksheet({ connection, appointment, closeOn = [] }) {
   const layout = byId("call-layout");
   // The worksheet messages are an addition to the call's own, which `send` is typed for.
   const send = (/** @type {any} */ message) => connection.send(message);
-  const panel = new WorksheetPanel(byId("worksheet"), { send, strings: t });
+  const panel = new WorksheetPanel(byId("worksheet"), {
+    send,
+    buffered: () => connection.bufferedAmount,
+    strings: t,
+  });
   const tabs = bindTabs(layout);
 
   /**
@@ -49,8 +53,9 @@ export function mountCallWorksheet({ connection, appointment, closeOn = [] }) {
       panel.receive(message);
     });
   }
-  on("error", (/** @type {{error: string, value: string}} */ message) => {
-    if (message.error === "worksheet-refused")
+  on("error", (/** @type {{error: string, value: string, id?: string}} */ message) => {
+    // The panel's own messages carry no id: a `rate-limited` with one answers something else.
+    if (message.error === "worksheet-refused" || (message.error === "rate-limited" && !message.id))
       panel.receive({ type: "error", error: message.error, value: message.value });
   });
   on("statechange", (/** @type {{state: string}} */ { state }) => {

@@ -55,6 +55,11 @@ const RESTORED = Symbol("restored");
 const COALESCE_MS = 60;
 /** A refused change is explained for at least this long. */
 const NOTICE_MS = 8000;
+/**
+ * After the server dropped a change as too fast (`rate-limited`: a socket that stalled, then
+ * let out everything it held at once), our changes are sent again this much later.
+ */
+const RESEND_MS = 1000;
 let panels = 0;
 
 /**
@@ -77,6 +82,7 @@ function lookup(strings) {
 export class WorksheetPanel extends EventTarget {
   #root;
   #send;
+  #buffered;
   #t;
   #prefix;
   #nextId = 0;
@@ -94,6 +100,8 @@ export class WorksheetPanel extends EventTarget {
   #queue = [];
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   #timer;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #resendTimer;
   #connected = true;
   /** Some change could not be sent; the next sync step 2 we send carries it. */
   #unsent = false;
@@ -122,15 +130,18 @@ export class WorksheetPanel extends EventTarget {
 
   /**
    * @param {HTMLElement} root  emptied and filled by the panel
-   * @param {{send: (message: object) => unknown, strings?: unknown, storage?: Storage | null}}
-   *   options  `send` returns false when the message could not be sent (as
-   *   SignallingConnection.send does); `storage` keeps unsaved changes (the tab's
-   *   sessionStorage by default; null keeps nothing)
+   * @param {{send: (message: object) => unknown, buffered?: () => number, strings?: unknown,
+   *   storage?: Storage | null}} options  `send` returns false when the message could not be
+   *   sent (as SignallingConnection.send does); `buffered` tells how many bytes the socket
+   *   still holds unsent (its `bufferedAmount`): while it holds some, typing waits and is
+   *   merged, rather than piling up behind a stalled network; `storage` keeps unsaved changes
+   *   (the tab's sessionStorage by default; null keeps nothing)
    */
-  constructor(root, { send, strings, storage = tabStorage() }) {
+  constructor(root, { send, buffered = () => 0, strings, storage = tabStorage() }) {
     super();
     this.#root = root;
     this.#send = send;
+    this.#buffered = buffered;
     this.#t = lookup(strings);
     this.#kept = new UnsavedEdits(storage);
     // The last keystrokes may still wait to be merged when the page goes away.
@@ -210,6 +221,7 @@ export class WorksheetPanel extends EventTarget {
         break;
       case "error":
         if (message.error === "worksheet-refused" && this.#id) this.#reload(message.value);
+        else if (message.error === "rate-limited" && this.#id) this.#resendLater();
         break;
     }
   }
@@ -289,7 +301,7 @@ export class WorksheetPanel extends EventTarget {
       if (this.#message && this.#message.dataset.kind === "refused" && Date.now() - this.#refusedAt > NOTICE_MS) {
         this.#setMessage("");
       }
-      if (this.#timer === undefined) this.#timer = setTimeout(() => this.#flush(), COALESCE_MS);
+      if (this.#timer === undefined) this.#timer = setTimeout(() => this.#flush(true), COALESCE_MS);
       this.#updateStatus();
     };
     /** @param {Array<Y.YEvent<any>>} events */
@@ -371,11 +383,20 @@ export class WorksheetPanel extends EventTarget {
     this.#updateStatus();
   }
 
-  /** Merge the waiting local changes and send them as few `update` messages. */
-  #flush() {
+  /**
+   * Merge the waiting local changes and send them as few `update` messages. When it is the
+   * timer's turn (`held`) and the socket still holds earlier messages unsent, they wait and
+   * merge with what comes next.
+   * @param {boolean} [held]
+   */
+  #flush(held = false) {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (!this.#queue.length) return;
+    if (held && this.#connected && this.#buffered() > 0) {
+      this.#timer = setTimeout(() => this.#flush(true), COALESCE_MS);
+      return;
+    }
     this.#keepUnsaved();
     const updates = packUpdates(this.#queue);
     this.#queue = [];
@@ -388,6 +409,29 @@ export class WorksheetPanel extends EventTarget {
       }
     }
     this.#updateStatus();
+  }
+
+  /**
+   * The server dropped a message as too fast, perhaps one of our changes: send every change
+   * of ours again a little later (it takes what it lacks and ignores the rest), once.
+   */
+  #resendLater() {
+    if (this.#resendTimer !== undefined) return;
+    this.#resendTimer = setTimeout(() => {
+      this.#resendTimer = undefined;
+      const record = this.#record;
+      if (!this.#id || !record || !record.synced || !record.localUpdates.length) return;
+      this.#flush();
+      for (const update of packUpdates(record.localUpdates)) {
+        if (!this.#post({ type: "yjs", worksheet: this.#id, data: encodeData(UPDATE, update) })) {
+          this.#unsent = true;
+        } else {
+          this.#unacknowledged = true;
+          this.#needed = this.#posted;
+        }
+      }
+      this.#updateStatus();
+    }, RESEND_MS);
   }
 
   /**
