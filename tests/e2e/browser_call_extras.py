@@ -363,3 +363,32 @@ async def test_a_camera_or_microphone_switched_mid_call_keeps_the_media_flowing(
         ".map((r) => r.track.id).sort()"
     )
     contexts.assert_clean()
+
+
+async def test_either_side_mutes_and_turns_its_camera_off_and_its_own_page_says_so(
+    app: App, contexts: Contexts
+) -> None:
+    therapist, client, _ = await in_call(app, contexts)
+    for page in (therapist, client):
+        mute, camera = page.locator("#mute"), page.locator("#camera")
+        state, own = page.locator("#self-state"), page.locator("#local-video")
+        await expect(state).to_have_text("")
+
+        await mute.click()
+        await expect(mute).to_have_attribute("aria-pressed", "true")
+        await expect(state).to_have_text("Your microphone is muted.")
+        assert [s and s["enabled"] for s in await senders(page, "audio")] == [False]
+
+        await camera.click()
+        await expect(camera).to_have_attribute("aria-pressed", "true")
+        await expect(state).to_have_text("Your microphone is muted and your camera is off.")
+        await expect(own).to_have_class(re.compile(r"\bis-off\b"))
+        assert [s and s["enabled"] for s in await senders(page, "video")] == [False]
+
+        await mute.click()
+        await camera.click()
+        await expect(state).to_have_text("")
+        await expect(own).not_to_have_class(re.compile(r"\bis-off\b"))
+        assert [s and s["enabled"] for s in await senders(page, "audio")] == [True]
+        assert [s and s["enabled"] for s in await senders(page, "video")] == [True]
+    contexts.assert_clean()

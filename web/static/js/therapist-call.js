@@ -7,7 +7,8 @@ import { SignallingConnection, CLOSE_ENDED, CLOSE_POLICY_VIOLATION, CLOSE_REPLAC
 import { LocalMedia, bindPagePickers, setSpeaker } from "./devices.js";
 import { Call } from "./call.js";
 import { mountCallExtrasSafely } from "./call-extras.js";
-import { announce, attachStream, byId, setPressed, showSection, stringsFrom, twoStep } from "./ui.js";
+import { bindSelfView } from "./self-view.js";
+import { announce, attachStream, byId, showSection, stringsFrom, twoStep } from "./ui.js";
 
 /** @typedef {import("./protocol.js").WelcomeMessage} WelcomeMessage */
 /** @typedef {import("./protocol.js").LobbyMessage} LobbyMessage */
@@ -56,6 +57,8 @@ const el = {
 };
 
 const media = new LocalMedia();
+// A missing device is said under the self view only if the check found why.
+const renderSelfState = bindSelfView(el, media, t, { noted: (kind) => Boolean(media.checks[kind].problem) });
 /** @type {WelcomeMessage | null} */
 let welcome = null;
 /** @type {Call | null} */
@@ -116,38 +119,6 @@ bindPagePickers(media, el, t, (deviceId) => {
 });
 el.retry.addEventListener("click", () => media.start());
 
-function renderSelfState() {
-  const muted = el.mute.getAttribute("aria-pressed") === "true";
-  const cameraOff = el.camera.getAttribute("aria-pressed") === "true";
-  const hasMic = Boolean(media.track("microphone"));
-  const hasCamera = Boolean(media.track("camera"));
-  el.mute.disabled = !hasMic;
-  el.camera.disabled = !hasCamera;
-  const notes = [];
-  if (!hasMic && media.checks.microphone.problem) notes.push(t("noMicrophone", ""));
-  if (!hasCamera && media.checks.camera.problem) notes.push(t("noCamera", ""));
-  if (hasMic && hasCamera && muted && cameraOff) notes.push(t("selfMutedCameraOff", ""));
-  else {
-    if (hasMic && muted) notes.push(t("selfMuted", ""));
-    if (hasCamera && cameraOff) notes.push(t("selfCameraOff", ""));
-  }
-  el.selfState.textContent = notes.filter(Boolean).join(" ");
-  el.localVideo.classList.toggle("is-off", cameraOff || !hasCamera);
-}
-
-el.mute.addEventListener("click", () => {
-  const muted = el.mute.getAttribute("aria-pressed") !== "true";
-  setPressed(el.mute, muted);
-  media.setEnabled("microphone", !muted);
-  renderSelfState();
-});
-
-el.camera.addEventListener("click", () => {
-  const off = el.camera.getAttribute("aria-pressed") !== "true";
-  setPressed(el.camera, off);
-  media.setEnabled("camera", !off);
-  renderSelfState();
-});
 
 // ---------------------------------------------------------------------------------------
 // The client's status

@@ -17,6 +17,7 @@ import {
 import { Call } from "./call.js";
 import { mountCallExtrasSafely } from "./call-extras.js";
 import { storedConnectionSummary } from "./connection-test.js";
+import { bindSelfView } from "./self-view.js";
 import { attachStream, byId, formatTime, setPressed, showSection, stringsFrom } from "./ui.js";
 
 /** @typedef {import("./protocol.js").WelcomeMessage} WelcomeMessage */
@@ -70,6 +71,7 @@ const el = {
 };
 
 const media = new LocalMedia();
+const renderSelfState = bindSelfView(el, media, t);
 let mediaChecked = false;
 /** @type {SignallingConnection | null} */
 let connection = null;
@@ -419,39 +421,6 @@ function closeCall() {
   el.playRemote.hidden = true;
 }
 
-function renderSelfState() {
-  const muted = el.mute.getAttribute("aria-pressed") === "true";
-  const cameraOff = el.camera.getAttribute("aria-pressed") === "true";
-  const hasMic = Boolean(media.track("microphone"));
-  const hasCamera = Boolean(media.track("camera"));
-  el.mute.disabled = !hasMic;
-  el.camera.disabled = !hasCamera;
-  /** @type {string[]} */
-  const notes = [];
-  if (!hasMic) notes.push(t("noMicrophone", ""));
-  if (!hasCamera) notes.push(t("noCamera", ""));
-  if (hasMic && hasCamera && muted && cameraOff) notes.push(t("selfMutedCameraOff", ""));
-  else {
-    if (hasMic && muted) notes.push(t("selfMuted", ""));
-    if (hasCamera && cameraOff) notes.push(t("selfCameraOff", ""));
-  }
-  el.selfState.textContent = notes.filter(Boolean).join(" ");
-  el.localVideo.classList.toggle("is-off", cameraOff || !hasCamera);
-}
-
-el.mute.addEventListener("click", () => {
-  const muted = el.mute.getAttribute("aria-pressed") !== "true";
-  setPressed(el.mute, muted);
-  media.setEnabled("microphone", !muted);
-  renderSelfState();
-});
-
-el.camera.addEventListener("click", () => {
-  const off = el.camera.getAttribute("aria-pressed") !== "true";
-  setPressed(el.camera, off);
-  media.setEnabled("camera", !off);
-  renderSelfState();
-});
 
 el.leave.addEventListener("click", () => {
   leaving = true;
