@@ -15,7 +15,8 @@ from server.worksheets.document import (
     new_document,
     render,
 )
-from server.worksheets.sync import Reply, SharedWorksheet, SyncError
+from server.worksheets.sync import Reply, SharedWorksheet
+from server.worksheets.sync_messages import SyncError
 from server.worksheets.templates import (
     Template,
     TemplateError,

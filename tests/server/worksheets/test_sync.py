@@ -28,7 +28,7 @@ from server.worksheets import (
 )
 from server.worksheets import sync as sync_module
 from server.worksheets.document import ROOT
-from server.worksheets.sync import (
+from server.worksheets.sync_messages import (
     decode_message,
     sync_step1_message,
     sync_step2_message,
