@@ -12,8 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from server import audit, sessions, worksheet_store
-from server.audit import Actor
+from server import sessions, worksheet_store
 from server.keys import CLOCK, SESSIONMAKER
 from server.models import Appointment, Therapist
 
@@ -97,15 +96,13 @@ async def save_welcome(request: web.Request) -> web.StreamResponse:
         if therapist is None:
             raise web.HTTPForbidden()
         therapist.welcome_text = text
-        audit.record(
+        sessions.audit_act(
             db,
+            request,
             at=now,
-            actor=Actor.THERAPIST,
-            actor_id=therapist.id,
             action="welcome_text_updated",
             record_type="therapist",
             record_id=therapist.id,
-            source_ip=sessions.client_ip(request),
         )
     raise web.HTTPSeeOther("/dashboard?welcome=saved#waiting-room-settings")
 

@@ -176,15 +176,13 @@ async def assign(request: web.Request) -> web.StreamResponse:
                     now=now,
                 )
             homework = await _assign(db, me.therapist.id, worksheet, due_on, zone, now)
-            audit.record(
+            sessions.audit_act(
                 db,
+                request,
                 at=now,
-                actor=Actor.THERAPIST,
-                actor_id=me.therapist.id,
                 action="homework.assigned",
                 record_type="homework",
                 record_id=homework.id,
-                source_ip=sessions.client_ip(request),
             )
     if problem is not None:
         problems = RecordProblems(homework_values=values, homework_error=problem)

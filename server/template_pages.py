@@ -20,8 +20,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from server import audit, sessions
-from server.audit import Actor
+from server import sessions
 from server.i18n import _
 from server.keys import CLOCK, SESSIONMAKER
 from server.therapist_forms import checked_form, path_id, render
@@ -175,15 +174,13 @@ async def _save(request: web.Request, template_id: int | None) -> web.StreamResp
                 row = found
             row.slug, row.title, row.body, row.updated_at = template.id, template.title, stored, now
             await db.flush()
-            audit.record(
+            sessions.audit_act(
                 db,
+                request,
                 at=now,
-                actor=Actor.THERAPIST,
-                actor_id=me.therapist.id,
                 action="template.created" if template_id is None else "template.updated",
                 record_type="worksheet_template",
                 record_id=row.id,
-                source_ip=sessions.client_ip(request),
             )
     except IntegrityError:  # the same slug saved at the same moment
         return _form(request, body=body, template_id=template_id, error=taken, status=422)

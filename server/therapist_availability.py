@@ -20,8 +20,7 @@ from babel.dates import format_date, format_time, get_day_names
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import audit, i18n, sessions
-from server.audit import Actor
+from server import i18n, sessions
 from server.i18n import _
 from server.keys import CLOCK, SESSIONMAKER
 from server.models import DateOverride, WeeklyHours
@@ -297,15 +296,13 @@ async def save_hours(request: web.Request) -> web.StreamResponse:
     now = request.app[CLOCK]()
     async with request.app[SESSIONMAKER]() as db, db.begin():
         await replace_weekly_hours(db, me.therapist.id, ranges)
-        audit.record(
+        sessions.audit_act(
             db,
+            request,
             at=now,
-            actor=Actor.THERAPIST,
-            actor_id=me.therapist.id,
             action="weekly_hours_updated",
             record_type="therapist",
             record_id=me.therapist.id,
-            source_ip=sessions.client_ip(request),
         )
     raise web.HTTPSeeOther("/availability?done=hours#weekly-hours")
 
@@ -325,15 +322,13 @@ async def add_override(request: web.Request) -> web.StreamResponse:
             override.therapist_id = me.therapist.id
             db.add(override)
             await db.flush()
-            audit.record(
+            sessions.audit_act(
                 db,
+                request,
                 at=now,
-                actor=Actor.THERAPIST,
-                actor_id=me.therapist.id,
                 action="date_override_added",
                 record_type="date_override",
                 record_id=override.id,
-                source_ip=sessions.client_ip(request),
             )
     if errors:
         return await _page(request, override_values=values, override_errors=errors, status=422)
@@ -351,15 +346,13 @@ async def remove_override(request: web.Request) -> web.StreamResponse:
         if row is None or row.therapist_id != me.therapist.id:
             raise web.HTTPNotFound()
         await db.delete(row)
-        audit.record(
+        sessions.audit_act(
             db,
+            request,
             at=now,
-            actor=Actor.THERAPIST,
-            actor_id=me.therapist.id,
             action="date_override_removed",
             record_type="date_override",
             record_id=override_id,
-            source_ip=sessions.client_ip(request),
         )
     raise web.HTTPSeeOther("/availability?done=override-removed#overrides")
 

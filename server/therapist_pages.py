@@ -25,14 +25,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import (
-    audit,
     booking,
     i18n,
     sessions,
     therapist_availability,
     therapist_settings,
 )
-from server.audit import Actor
 from server.i18n import _
 from server.keys import CLOCK, SESSIONMAKER
 from server.models import Appointment, AppointmentStatus, Client, SessionType
@@ -334,15 +332,13 @@ async def add_client(request: web.Request) -> web.StreamResponse:
             )
             db.add(client)
             await db.flush()
-            audit.record(
+            sessions.audit_act(
                 db,
+                request,
                 at=now,
-                actor=Actor.THERAPIST,
-                actor_id=me.therapist.id,
                 action="client_added",
                 record_type="client",
                 record_id=client.id,
-                source_ip=sessions.client_ip(request),
             )
             client_id = client.id
     if existing is not None:

@@ -20,13 +20,11 @@ from aiohttp import web
 from sqlalchemy import select
 
 from server import (
-    audit,
     booking,
     outbox,
     sessions,
     worksheet_pages,
 )
-from server.audit import Actor
 from server.booking_picker import when_label
 from server.i18n import _
 from server.keys import CLOCK, SESSIONMAKER, SETTINGS
@@ -365,15 +363,13 @@ async def resend_invite(request: web.Request) -> web.StreamResponse:
         else:
             problem = None
             await outbox.on_invite_resent(db, appointment, now)
-            audit.record(
+            sessions.audit_act(
                 db,
+                request,
                 at=now,
-                actor=Actor.THERAPIST,
-                actor_id=me.therapist.id,
                 action="invite_resent",
                 record_type="appointment",
                 record_id=appointment.id,
-                source_ip=sessions.client_ip(request),
             )
     if problem is not None:
         return await _appointment_problem(request, client_id, appointment_id, problem, 409)

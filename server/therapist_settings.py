@@ -15,8 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import audit, sessions
-from server.audit import Actor
+from server import sessions
 from server.i18n import _
 from server.keys import CLOCK, SESSIONMAKER, SETTINGS
 from server.models import SessionType, Therapist
@@ -237,16 +236,13 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
 
 
 def _record(request: web.Request, db: AsyncSession, action: str, kind: str, rid: int) -> None:
-    me = sessions.signed_in(request)
-    audit.record(
+    sessions.audit_act(
         db,
+        request,
         at=request.app[CLOCK](),
-        actor=Actor.THERAPIST,
-        actor_id=me.therapist.id,
         action=action,
         record_type=kind,
         record_id=rid,
-        source_ip=sessions.client_ip(request),
     )
 
 

@@ -24,8 +24,7 @@ from aiohttp import web
 from babel.dates import format_date, format_datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import audit, i18n, sessions, worksheet_store
-from server.audit import Actor
+from server import i18n, sessions, worksheet_store
 from server.keys import CLOCK, SESSIONMAKER
 from server.models import Client
 from server.therapist_forms import path_id, render
@@ -109,15 +108,13 @@ async def worksheet_page(request: web.Request) -> web.StreamResponse:
             raise web.HTTPNotFound()
         client = await db.get(Client, worksheet.client_id)
         homework = (await worksheet_store.homework_of(db, [worksheet.id])).get(worksheet.id)
-        audit.record(
+        sessions.audit_act(
             db,
+            request,
             at=now,
-            actor=Actor.THERAPIST,
-            actor_id=me.therapist.id,
             action="worksheet.read",
             record_type="worksheet",
             record_id=worksheet.id,
-            source_ip=sessions.client_ip(request),
         )
         sheet, answers = answers_of(worksheet)
         locale = i18n.current_locale()

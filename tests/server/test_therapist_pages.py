@@ -17,6 +17,7 @@ from server.app import create_app
 from server.i18n import DEFAULT_LOCALE, Catalogs
 from server.models import (
     Appointment,
+    AuditEvent,
     Client,
     DateOverride,
     OutboxMessage,
@@ -755,3 +756,42 @@ async def test_every_visible_text_on_the_therapist_pages_comes_from_the_catalog(
     user_data.sort(key=len, reverse=True)
     for name, response in pages.items():
         assert untranslated(without_times(await response.text()), user_data) == [], name
+
+
+# --- the audit trail -------------------------------------------------------------------------
+
+
+async def test_each_change_on_the_therapists_pages_is_audited_with_who_what_and_where(
+    client: HttpClient, therapist: Therapist, db: Sessions
+) -> None:
+    csrf = await signed_in(client)
+    hours = {"csrf_token": csrf, "start-0": "09:00", "end-0": "12:00"}
+    assert (await client.post("/availability/hours", data=hours)).status == 200
+    off = {"csrf_token": csrf, "date": "2026-03-12", "mode": "off"}
+    assert (await client.post("/availability/overrides", data=off)).status == 200
+    async with db() as session:
+        override_id = await session.scalar(select(DateOverride.id))
+    remove = f"/availability/overrides/{override_id}/delete"
+    assert (await client.post(remove, data={"csrf_token": csrf})).status == 200
+    added = {"csrf_token": csrf, "name": "Jordan Lee", "email": "jordan.lee@example.com"}
+    assert (await client.post("/clients", data=added)).status == 200
+    # Refused changes change nothing, and are not audited as changes.
+    past = {"csrf_token": csrf, "date": "2026-02-27", "mode": "off"}
+    assert (await client.post("/availability/overrides", data=past)).status == 422
+
+    async with db() as session:
+        client_id = await session.scalar(select(Client.id))
+        events = (
+            await session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.actor_type == "therapist", AuditEvent.action != "login")
+                .order_by(AuditEvent.id)
+            )
+        ).all()
+    assert [(e.action, e.record_type, e.record_id) for e in events] == [
+        ("weekly_hours_updated", "therapist", str(therapist.id)),
+        ("date_override_added", "date_override", str(override_id)),
+        ("date_override_removed", "date_override", str(override_id)),
+        ("client_added", "client", str(client_id)),
+    ]
+    assert {(e.actor_id, e.source_ip) for e in events} == {(str(therapist.id), "127.0.0.1")}
