@@ -119,7 +119,6 @@ bindPagePickers(media, el, t, (deviceId) => {
 });
 el.retry.addEventListener("click", () => media.start());
 
-
 // ---------------------------------------------------------------------------------------
 // The client's status
 

@@ -421,7 +421,6 @@ function closeCall() {
   el.playRemote.hidden = true;
 }
 
-
 el.leave.addEventListener("click", () => {
   leaving = true;
   closeCall();
