@@ -87,14 +87,19 @@ class CallSubscriber:
         return participant.handle if participant is not None else None
 
     async def deliver(self, message: Message) -> None:
-        participant = self._switchboard.registry.participant(self._participant)
-        if _may_see(participant) and participant is not None and participant.handle is not None:
-            await self._switchboard.send(participant.handle, message)
+        handle = self._reachable()
+        if handle is not None:
+            await self._switchboard.send(handle, message)
 
     async def relay(self, frame: str) -> None:
+        handle = self._reachable()
+        if handle is not None:
+            await self._switchboard.send_frame(handle, Yjs.TYPE, frame)
+
+    def _reachable(self) -> Handle | None:
+        """The participant's connection, if they are on one and may see the worksheet now."""
         participant = self._switchboard.registry.participant(self._participant)
-        if _may_see(participant) and participant is not None and participant.handle is not None:
-            await self._switchboard.send_frame(participant.handle, Yjs.TYPE, frame)
+        return participant.handle if participant is not None and _may_see(participant) else None
 
 
 class CallWorksheets:

@@ -33,10 +33,9 @@ from server.worksheets.document import (
 )
 from server.worksheets.sync_messages import (
     EMPTY_UPDATE,
-    MESSAGE_SYNC,
-    STEP_UPDATE,
     SyncError,
     decode_message,
+    short_update,
     sync_step2_message,
     update_message,
 )
@@ -155,15 +154,9 @@ class SharedWorksheet:
         Raises `SyncError` for a malformed message or payload, and `LimitError` for an
         update that would break a limit of the template; the document is then unchanged.
         """
-        if (
-            type(message) is bytes
-            and 3 < len(message) < 0x83
-            and message[0] == MESSAGE_SYNC
-            and message[1] == STEP_UPDATE
-            and message[2] == len(message) - 3
-        ):
-            # A short update message, written as `update_message` writes one: a keystroke.
-            return self._apply(message[3:], message)
+        update = short_update(message)
+        if update is not None:  # a keystroke: passed on as the message it came in, if it can be
+            return self._apply(update, message)
         decoded = decode_message(message)
         if decoded.step == YSyncMessageType.SYNC_STEP1:
             try:

@@ -16,8 +16,8 @@ EMPTY_UPDATE = b"\x00\x00"
 """A Yjs update with no structs and no deletions."""
 
 #: The message type of a sync message, and the step of an update, as numbers.
-MESSAGE_SYNC = int(YMessageType.SYNC)
-STEP_UPDATE = int(YSyncMessageType.SYNC_UPDATE)
+_SYNC = int(YMessageType.SYNC)
+_STEP_UPDATE = int(YSyncMessageType.SYNC_UPDATE)
 _MAX_VARUINT_BITS = 53  # as lib0: larger numbers are not safe integers in JavaScript
 #: The sync steps by number (looking them up in the enum each time is slow).
 _STEPS = tuple(sorted(YSyncMessageType, key=int))
@@ -52,8 +52,8 @@ def _message(step: YSyncMessageType, payload: bytes) -> bytes:
     cost of one concatenation: one is written for every keystroke)."""
     length = len(payload)
     if length < 0x80:
-        return bytes((MESSAGE_SYNC, int(step), length)) + payload
-    head = bytearray((MESSAGE_SYNC, int(step)))
+        return bytes((_SYNC, int(step), length)) + payload
+    head = bytearray((_SYNC, int(step)))
     while length >= 0x80:
         head.append(length & 0x7F | 0x80)
         length >>= 7
@@ -61,11 +61,25 @@ def _message(step: YSyncMessageType, payload: bytes) -> bytes:
     return bytes(head) + payload
 
 
+def short_update(message: bytes) -> bytes | None:
+    """The update in `message` if it is a short update message written exactly as
+    `update_message` writes one (a keystroke's); None for anything else, to be decoded."""
+    if (
+        type(message) is bytes
+        and 3 < len(message) < 0x83
+        and message[0] == _SYNC
+        and message[1] == _STEP_UPDATE
+        and message[2] == len(message) - 3
+    ):
+        return message[3:]
+    return None
+
+
 def decode_message(message: bytes) -> SyncMessage:
     """Decode one sync message; `SyncError` for anything else (including awareness)."""
     # The common case, a keystroke's update: a sync message whose payload length fits in
     # one or two bytes, and nothing after the payload.
-    if type(message) is bytes and len(message) > 3 and message[0] == MESSAGE_SYNC:
+    if type(message) is bytes and len(message) > 3 and message[0] == _SYNC:
         step, length = message[1], message[2]
         start = 3
         if length >= 0x80 and len(message) > 4 and message[3] < 0x80:

@@ -398,9 +398,17 @@ export class WorksheetPanel extends EventTarget {
       return;
     }
     this.#keepUnsaved();
-    const updates = packUpdates(this.#queue);
+    const updates = this.#queue;
     this.#queue = [];
-    for (const update of updates) {
+    this.#sendUpdates(updates);
+  }
+
+  /**
+   * Send local changes, merged into as few `update` messages as fit.
+   * @param {Uint8Array[]} updates
+   */
+  #sendUpdates(updates) {
+    for (const update of packUpdates(updates)) {
       if (!this.#id || !this.#post({ type: "yjs", worksheet: this.#id, data: encodeData(UPDATE, update) })) {
         this.#unsent = true; // the step 2 after the next step 1 carries it
       } else {
@@ -422,15 +430,7 @@ export class WorksheetPanel extends EventTarget {
       const record = this.#record;
       if (!this.#id || !record || !record.synced || !record.localUpdates.length) return;
       this.#flush();
-      for (const update of packUpdates(record.localUpdates)) {
-        if (!this.#post({ type: "yjs", worksheet: this.#id, data: encodeData(UPDATE, update) })) {
-          this.#unsent = true;
-        } else {
-          this.#unacknowledged = true;
-          this.#needed = this.#posted;
-        }
-      }
-      this.#updateStatus();
+      this.#sendUpdates(record.localUpdates);
     }, RESEND_MS);
   }
 
