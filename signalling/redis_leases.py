@@ -8,7 +8,11 @@ Taking, renewing and releasing are each one Lua script, so two instances never b
 they hold a lease for long: a renewal that finds another owner reports the lease as lost.
 
 Other instances' leases are remembered for ``CACHE_SECONDS`` (and forgotten at once when an
-ownership change is announced), so forwarding a command usually costs no round trip.
+ownership change is announced), so forwarding a command usually costs no round trip:
+- a lease remembered for less than ``REFRESH_SECONDS`` more is looked up again in the
+  background (a plain ``GET``, which never takes a lease), so a socket that keeps sending
+  never waits for Redis while its therapist's rooms stay where they are;
+- lookups of one therapist's owner at the same moment share one round trip.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0
 RENEW_SECONDS = 3.0
 CACHE_SECONDS = 2.0
+REFRESH_SECONDS = 0.5
 TIMEOUT_SECONDS = 2.0
 
 # KEYS[1] the lease, ARGV[1] this instance, ARGV[2] the lease in ms: the owner, taken if free.
@@ -63,6 +68,12 @@ return 0
 _NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
 
 
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def lease_key(namespace: str, therapist: str) -> str:
     return f"{namespace}:alcove:owner:{therapist}"
 
@@ -78,11 +89,13 @@ class RedisLeases:
         instance: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         cache_seconds: float = CACHE_SECONDS,
+        refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
         self._me = instance or secrets.token_hex(8)
         self._namespace = namespace
         self._lease_ms = int(lease_seconds * 1000)
         self._cache_seconds = cache_seconds
+        self._refresh_seconds = refresh_seconds
         self.location = redis_location(url)
         options: dict[str, Any] = {
             "client_name": "alcove-leases",
@@ -101,6 +114,10 @@ class RedisLeases:
         self._held: set[str] = set()
         #: Other instances' leases: therapist -> (owner, until when it is believed).
         self._cache: dict[str, tuple[str, float]] = {}
+        #: The lookups in flight, by therapist: what those asking meanwhile wait for.
+        self._finding: dict[str, asyncio.Future[str]] = {}
+        #: The background lookups of remembered leases about to be forgotten.
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     @property
     def me(self) -> str:
@@ -111,13 +128,66 @@ class RedisLeases:
         return self._held
 
     async def owner(self, therapist: str) -> tuple[str, bool]:
-        if therapist in self._held:
-            return self._me, False
-        cached = self._cache.get(therapist)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0], False
-        owner = str(await self._call(self._take, therapist, "find the owner of some rooms"))
-        return owner, self._settle(therapist, owner)
+        while True:
+            if therapist in self._held:
+                return self._me, False
+            cached = self._cache.get(therapist)
+            if cached is not None:
+                left = cached[1] - time.monotonic()
+                if left > 0:
+                    if left < self._refresh_seconds and therapist not in self._refreshing:
+                        self._refresh_soon(therapist, cached)
+                    return cached[0], False
+            finding = self._finding.get(therapist)
+            if finding is None:
+                return await self._find(therapist)
+            try:
+                return await asyncio.shield(finding), False
+            except asyncio.CancelledError:
+                if not finding.cancelled() or _cancelling():
+                    raise
+                # The one looking it up went away before the answer: look again.
+
+    async def _find(self, therapist: str) -> tuple[str, bool]:
+        """Ask Redis for the owner (taking the lease if it is free), telling whoever asks
+        meanwhile the same answer."""
+        finding = asyncio.get_running_loop().create_future()
+        self._finding[therapist] = finding
+        try:
+            owner = str(await self._call(self._take, therapist, "find the owner of some rooms"))
+            taken = self._settle(therapist, owner)
+        except Exception as exc:
+            finding.set_exception(exc)
+            finding.exception()  # nobody may be waiting: retrieved, so never logged
+            raise
+        except BaseException:
+            finding.cancel()
+            raise
+        finally:
+            del self._finding[therapist]
+        finding.set_result(owner)
+        return owner, taken
+
+    def _refresh_soon(self, therapist: str, cached: tuple[str, float]) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh(therapist, cached))
+        self._refreshing[therapist] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(therapist, None))
+
+    async def _refresh(self, therapist: str, cached: tuple[str, float]) -> None:
+        """Look up a remembered owner again before it is forgotten.  Only a plain read: a
+        lease found free is forgotten, for the next message to take (and announce)."""
+        key = lease_key(self._namespace, therapist)
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                owner = await self._client.get(key)
+        except _NETWORK_ERRORS:
+            return  # the lookup once it is forgotten reports Redis as unreachable
+        if self._cache.get(therapist) is not cached:
+            return  # forgotten (an ownership change was announced) or looked up meanwhile
+        if owner is None or owner == self._me:
+            del self._cache[therapist]
+        else:
+            self._cache[therapist] = (str(owner), time.monotonic() + self._cache_seconds)
 
     async def renew(self, therapists: Iterable[str]) -> list[str]:
         wanted = set(therapists)
@@ -146,6 +216,10 @@ class RedisLeases:
         self._cache.pop(therapist, None)
 
     async def aclose(self) -> None:
+        refreshing = tuple(self._refreshing.values())
+        for task in refreshing:
+            task.cancel()
+        await asyncio.gather(*refreshing, return_exceptions=True)
         await self._client.aclose()
         await self._pool.disconnect()
 
