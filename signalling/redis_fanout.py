@@ -289,10 +289,13 @@ class RedisFanout:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await connection.send_packed_command(publish_commands(batch), check_health=False)
                 replies = Replies(connection)
-                for _ in batch:
-                    reply = await replies.next()
-                    if isinstance(reply, ResponseError):
-                        raise reply
+                left = len(batch)
+                while left > 0:
+                    answered = await replies.some()
+                    for reply in answered:
+                        if isinstance(reply, ResponseError):
+                            raise reply
+                    left -= len(answered)
         except BaseException:
             # The connection's state is unknown (a reply may be half read): never reuse it.
             self._writer_connection = None
@@ -408,22 +411,22 @@ class RedisFanout:
         channels = self._channels
         replies = Replies(connection)
         while True:
-            reply = await replies.next()
-            if isinstance(reply, ResponseError):
-                raise reply
-            if not isinstance(reply, list) or len(reply) != 3:
-                continue  # a PONG, or nothing this fan-out asked for
-            kind, channel, data = reply
-            if kind == "message":
-                entry = channels.get(channel)
-                if entry is not None:
-                    await self._dispatch(entry, data)
-            elif kind == "subscribe":
-                waiting = self._unconfirmed.get(channel)
-                if waiting:
-                    waiting.popleft().ready.set()
-                    if not waiting:
-                        del self._unconfirmed[channel]
+            for reply in await replies.some():
+                if isinstance(reply, ResponseError):
+                    raise reply
+                if type(reply) is not list or len(reply) != 3:
+                    continue  # a PONG, or nothing this fan-out asked for
+                kind, channel, data = reply
+                if kind == "message":
+                    entry = channels.get(channel)
+                    if entry is not None:
+                        await self._dispatch(entry, data)
+                elif kind == "subscribe":
+                    waiting = self._unconfirmed.get(channel)
+                    if waiting:
+                        waiting.popleft().ready.set()
+                        if not waiting:
+                            del self._unconfirmed[channel]
 
     async def _dispatch(self, entry: _Channel, payload: str) -> None:
         for subscription in tuple(entry.callbacks):

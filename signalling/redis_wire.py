@@ -6,7 +6,8 @@
   checks the fan-out does not use (it sets no socket timeout and times each batch itself).
   With hiredis, every complete reply in what was read from the socket is parsed already:
   those are taken at once, rather than through a coroutine each (a reader of pub/sub
-  messages spent a tenth of a relayed message's CPU on that).
+  messages spent a tenth of a relayed message's CPU on that); ``some`` hands them over
+  together, for a loop that awaits once per read rather than once per reply.
 
 An error reply is returned, not raised: the caller raises it as the connection would.  One
 saying the connection is unusable is raised, as the parser raises it.
@@ -65,13 +66,39 @@ class Replies:
         if self._buffered:
             return _checked(self._buffered.popleft())
         reply = await self._read()
+        self._take_parsed()
+        return reply
+
+    async def some(self) -> list[Any]:
+        """The replies parsed already, in order, or if there are none, those that one read
+        from the connection brings: at least one.  One saying the connection is unusable
+        is raised in its turn, after those before it were returned."""
+        buffered = self._buffered
+        if not buffered:
+            reply = await self._read()
+            self._take_parsed()
+            if not buffered:
+                return [reply]
+            buffered.appendleft(reply)
+        out: list[Any] = []
+        while buffered:
+            reply = buffered[0]
+            if isinstance(reply, RedisConnectionError) or (
+                type(reply) is list and reply and isinstance(reply[0], RedisConnectionError)
+            ):
+                if out:
+                    return out
+                return [_checked(buffered.popleft())]
+            out.append(buffered.popleft())
+        return out
+
+    def _take_parsed(self) -> None:
         gets = self._gets
         if gets is not None:
             more = gets()
             while more is not NOT_ENOUGH_DATA:
                 self._buffered.append(more)
                 more = gets()
-        return reply
 
 
 def _checked(reply: Any) -> Any:

@@ -84,6 +84,45 @@ async def test_an_error_reply_is_returned_and_one_saying_the_connection_is_unusa
         await replies.next()
 
 
+async def test_replies_parsed_already_are_handed_over_together_after_one_read(
+    connection: AbstractConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parser: Any = getattr(connection, "_parser")  # noqa: B009 - redis-py's, not typed
+    reads = 0
+    read_response = type(parser).read_response
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read_response(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(parser), "read_response", counted)
+    words = [f"word {n}" for n in range(50)]
+    await connection.send_packed_command(echoes(words), check_health=False)
+    await asyncio.sleep(0.05)  # as above: let all fifty arrive
+    replies = Replies(connection)
+
+    assert await replies.some() == words
+    assert reads == 1
+
+
+async def test_some_hands_over_the_replies_before_an_unusable_one_then_raises_it(
+    connection: AbstractConnection,
+) -> None:
+    replies = Replies(connection)
+    parser: Any = getattr(connection, "_parser")  # noqa: B009
+    parser._reader.feed(
+        b"+first\r\n-ERR no such thing\r\n-LOADING Redis is loading the dataset\r\n+after\r\n"
+    )
+
+    first, error = await replies.some()
+    assert first == "first"
+    assert isinstance(error, ResponseError)  # an error reply is returned, as by next
+    with pytest.raises(BusyLoadingError):
+        await replies.some()
+    assert await replies.some() == ["after"]
+
+
 async def test_publish_commands_counts_the_bytes_of_each_payload_not_its_characters(
     client: Redis,
 ) -> None:
