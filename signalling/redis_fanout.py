@@ -3,21 +3,15 @@
 Every instance publishes the effects it produces with ``PUBLISH`` and subscribes, on one
 pub/sub connection, to the channels of the connections attached to it.  What shapes it:
 
-- **Publishing is batched.**  The switchboard publishes one effect at a time, so a round
-  trip per ``PUBLISH`` would cap the instance at one effect per round trip.  ``publish``
-  only queues the payload; one writer task, on a connection of its own, writes all that is
-  queued as one batch of ``PUBLISH`` commands, then reads their replies.  An idle writer
-  sends a payload at the next turn of the event loop; what is published while a batch is
-  in flight makes up the next one, so the busier the instance, the larger the batches.
-  One queue and one writer keep every channel's order.  The queue is bounded: publishers
-  wait for room when Redis falls behind.
+- **Publishing is batched** (``signalling.redis_publisher``): ``publish`` queues, and one
+  writer task writes what is queued as one batch of ``PUBLISH`` commands.
 - **The reader takes replies straight from the connection's parser** (RESP2, where a
   message is a plain reply), and all those parsed already at once
   (``signalling.redis_wire``): redis-py's ``PubSub.get_message`` costs several times more.
 - **Subscribing waits for Redis's confirmation**, so a payload published right after
   ``subscribe`` returns (the ``welcome`` after a join) is not missed.
-- **Redis going away is visible and survivable.**  ``healthy`` says whether both
-  connections are up (``/readyz`` reports it); ``publish`` and ``subscribe`` raise
+- **Redis going away is visible and survivable.**  ``healthy`` says whether both sides
+  are up (``/readyz`` reports it); ``publish`` and ``subscribe`` raise
   ``FanoutUnavailable`` while Redis is known to be unreachable instead of queueing what
   cannot be delivered.  Payloads queued when a batch fails are dropped (delivery is at
   most once, as the ``Fanout`` protocol says).  The reader reconnects with backoff,
@@ -34,46 +28,38 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from signalling.fanout import Callback, FanoutUnavailable, Subscription
-from signalling.redis_wire import Replies, publish_commands
+from signalling.redis_publisher import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    CONNECT_TIMEOUT,
+    MAX_CONNECTIONS,
+    NETWORK_ERRORS,
+    QUEUE_LIMIT,
+    Publisher,
+    jitter,
+    unavailable,
+)
+from signalling.redis_wire import Replies
 
 log = logging.getLogger(__name__)
 
 #: Called after the subscriber connection is back and every channel subscribed again.
 ReconnectCallback = Callable[[], Awaitable[None]]
 
-#: At most this many payloads go in one pipeline.
-MAX_BATCH = 1024
-#: At most this many payloads wait to be published before ``publish`` waits for room.
-QUEUE_LIMIT = 10_000
-#: Connections for publishing (and pings); the writer needs one at a time.
-MAX_CONNECTIONS = 8
-CONNECT_TIMEOUT = 2.0
-#: How long one batch may take to be written and acknowledged.
-PUBLISH_TIMEOUT = 5.0
 #: How long ``subscribe`` waits for Redis to confirm.
 SUBSCRIBE_TIMEOUT = 5.0
-BACKOFF_FIRST = 0.05
-BACKOFF_MAX = 2.0
-
-_NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
-
-
-def _jitter(delay: float) -> float:
-    """``delay`` shortened by up to half at random, so instances do not retry in step."""
-    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - timing jitter, not a secret
 
 
 def _connection_of(pubsub: PubSub | None) -> AbstractConnection | None:
@@ -144,28 +130,18 @@ class RedisFanout:
             # the writer a task per batch; the writer times each batch instead.
             "socket_timeout": None,
         }
-        self._pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=CONNECT_TIMEOUT, **options
-        )
-        self._client = Redis(connection_pool=self._pool)
-        #: The writer's connection, taken from the pool on its first batch.
-        self._writer_connection: AbstractConnection | None = None
-        #: Set when the subscriber had to reconnect: the writer's connection may be dead too.
-        self._writer_stale = False
+        self._publisher = Publisher(
+            url, options, location=self.location, max_connections=max_connections,
+            queue_limit=queue_limit,
+        )  # fmt: skip
+        #: ``Fanout.publish``: the publisher's own, so a payload takes no extra step.
+        self.publish = self._publisher.publish
         self._subscriber_pool = ConnectionPool.from_url(url, max_connections=2, **options)
         self._subscriber_client = Redis(connection_pool=self._subscriber_pool)
-        self._queue: collections.deque[tuple[str, str]] = collections.deque()
-        self._queue_limit = queue_limit
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        #: Set while nothing waits to be published (or publishing has failed).
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._channels: dict[str, _Channel] = {}
         #: Per channel, the subscriptions sent and not yet confirmed, in the order sent.
         self._unconfirmed: dict[str, collections.deque[_Channel]] = {}
         self._pubsub: PubSub | None = None
-        self._publisher_up = False
         self._subscriber_up = False
         self._first_attempt = asyncio.Event()
         self._closed = False
@@ -178,13 +154,8 @@ class RedisFanout:
     async def start(self) -> None:
         """Connect both sides, once each: an unreachable Redis is reported, not raised, and
         tried again in the background."""
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self._client.ping()
-            self._publisher_up = True
-        except _NETWORK_ERRORS as exc:
-            log.warning("Redis at %s is unreachable: %s", self.location, type(exc).__name__)
-        self._spawn(self._write_forever())
+        await self._publisher.start()
+        self._spawn(self._publisher.write_forever())
         self._spawn(self._read_forever())
         await self._first_attempt.wait()
 
@@ -192,24 +163,20 @@ class RedisFanout:
         """Publish what is queued (if Redis is up), then close every connection."""
         if self._closed:
             return
-        if self._publisher_up and self._queue:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    await self._drained.wait()
-        self._closed = True
+        await self._publisher.drain()
+        self._closed = self._publisher.closed = True
         for task in tuple(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._publisher_up = self._subscriber_up = False
-        await self._client.aclose()
+        self._subscriber_up = False
+        await self._publisher.aclose()
         await self._subscriber_client.aclose()
-        await self._pool.disconnect()
         await self._subscriber_pool.disconnect()
 
     @property
     def healthy(self) -> bool:
         """Whether Redis is reachable for publishing and the subscriber connection is up."""
-        return self._publisher_up and self._subscriber_up and not self._closed
+        return self._publisher.up and self._subscriber_up and not self._closed
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -222,99 +189,11 @@ class RedisFanout:
         if task.cancelled() or task.exception() is None:
             return
         log.error("Redis fan-out task failed", exc_info=task.exception())
-        self._publisher_up = self._subscriber_up = False
-        self._room.set()  # waiting publishers now raise
+        self._subscriber_up = False
+        self._publisher.fail()
 
     def _unavailable(self, what: str) -> FanoutUnavailable:
-        if self._closed:
-            return FanoutUnavailable(f"the Redis fan-out is closed: {what}")
-        return FanoutUnavailable(f"Redis at {self.location} is unreachable: {what}")
-
-    # Publishing
-
-    async def publish(self, channel: str, payload: str) -> None:
-        """Queue ``payload`` for the writer; ``FanoutUnavailable`` while Redis is down."""
-        while True:
-            if not self._publisher_up or self._closed:
-                raise self._unavailable("the payload was not published")
-            if len(self._queue) < self._queue_limit:
-                break
-            self._room.clear()
-            await self._room.wait()
-        self._queue.append((channel, payload))
-        self._drained.clear()
-        self._wake.set()
-
-    async def _write_forever(self) -> None:
-        if not self._publisher_up:
-            await self._until_reachable()
-        queue = self._queue
-        while True:
-            if not queue:
-                self._drained.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
-            self._room.set()
-            try:
-                await self._send(batch)
-            except _NETWORK_ERRORS as exc:
-                dropped = len(batch) + len(queue)
-                queue.clear()
-                self._publisher_up = False
-                self._room.set()  # waiting publishers now raise
-                self._drained.set()
-                log.warning(
-                    "Redis at %s is unreachable (%s): %d payloads dropped",
-                    self.location,
-                    type(exc).__name__,
-                    dropped,
-                )
-                await self._until_reachable()
-
-    async def _send(self, batch: list[tuple[str, str]]) -> None:
-        """``PUBLISH`` each of ``batch`` in one write and one round trip: the commands are
-        written together on the writer's own connection, then their replies read."""
-        connection = self._writer_connection
-        if connection is not None and self._writer_stale:
-            self._writer_connection = None
-            await connection.disconnect(nowait=True)
-            await self._pool.release(connection)
-            connection = None
-        self._writer_stale = False
-        if connection is None:
-            connection = self._writer_connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await connection.send_packed_command(publish_commands(batch), check_health=False)
-                replies = Replies(connection)
-                left = len(batch)
-                while left > 0:
-                    answered = await replies.some()
-                    for reply in answered:
-                        if isinstance(reply, ResponseError):
-                            raise reply
-                    left -= len(answered)
-        except BaseException:
-            # The connection's state is unknown (a reply may be half read): never reuse it.
-            self._writer_connection = None
-            await connection.disconnect(nowait=True)
-            await self._pool.release(connection)
-            raise
-
-    async def _until_reachable(self) -> None:
-        """Ping with backoff until Redis answers; then publishing is allowed again."""
-        delay = BACKOFF_FIRST
-        while True:
-            await asyncio.sleep(_jitter(delay))
-            delay = min(delay * 2, BACKOFF_MAX)
-            with contextlib.suppress(*_NETWORK_ERRORS):
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    await self._client.ping()
-                self._publisher_up = True
-                log.info("Redis at %s is reachable again for publishing", self.location)
-                return
+        return unavailable(self.location, self._closed, what)
 
     # Subscribing
 
@@ -347,7 +226,7 @@ class RedisFanout:
         connection = _connection_of(pubsub)
         if connection is None or not entries:
             return
-        with contextlib.suppress(*_NETWORK_ERRORS):  # the reader notices, and subscribes again
+        with contextlib.suppress(*NETWORK_ERRORS):  # the reader notices, and subscribes again
             await connection.send_command("SUBSCRIBE", *(entry.name for entry in entries))
 
     async def _remove(self, subscription: _RedisSubscription) -> None:
@@ -360,7 +239,7 @@ class RedisFanout:
         del self._channels[entry.name]
         connection = _connection_of(self._pubsub) if self._subscriber_up else None
         if connection is not None:
-            with contextlib.suppress(*_NETWORK_ERRORS):
+            with contextlib.suppress(*NETWORK_ERRORS):
                 await connection.send_command("UNSUBSCRIBE", entry.name)
 
     # Reading
@@ -383,7 +262,7 @@ class RedisFanout:
                     self._spawn(self._after_reconnect())
                 lost = False
                 await self._read(pubsub)
-            except _NETWORK_ERRORS as exc:
+            except NETWORK_ERRORS as exc:
                 if self._subscriber_up or not lost:
                     log.warning(
                         "Redis at %s: subscriber connection lost (%s); reconnecting",
@@ -397,9 +276,9 @@ class RedisFanout:
                     entry.ready.clear()
                 self._first_attempt.set()
             finally:
-                with contextlib.suppress(*_NETWORK_ERRORS):
+                with contextlib.suppress(*NETWORK_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
-            await asyncio.sleep(_jitter(delay))
+            await asyncio.sleep(jitter(delay))
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _read(self, pubsub: PubSub) -> None:
@@ -442,7 +321,7 @@ class RedisFanout:
 
         The writer's connection is replaced before its next batch: after Redis restarted it
         is dead, and the first batch written on it would be lost."""
-        self._writer_stale = True
+        self._publisher.renew_connection()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 for entry in tuple(self._channels.values()):
