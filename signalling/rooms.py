@@ -6,7 +6,8 @@ disconnect, leave, admit, send back, message, end, relay) and answers each with 
 effects — messages to deliver, connections to close — that carry it out.  It does no I/O and
 holds no connection objects, only ``Handle``s, so it can be tested by reading its effects;
 ``signalling.switchboard`` is what carries them out.  Besides the participants' state
-changes, it reports one ``signalling.events`` event per act, for the audit trail.
+changes, it reports one ``signalling.events`` event per act, for the audit trail.  The rooms
+and participants themselves are kept in a ``signalling.room_index.RoomIndex``.
 
 The rules:
 
@@ -55,6 +56,7 @@ from signalling.participants import (
     StateChange,
 )
 from signalling.parts import DeviceSummary, IceServer, Role
+from signalling.room_index import RoomIndex
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +78,12 @@ class Registry:
 
     def __init__(self, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
         self._clock = clock
-        self._rooms: dict[str, Room] = {}
-        self._participants: dict[str, Participant] = {}
-        self._by_therapist: dict[str, set[str]] = {}
-        self._lobbies = Lobbies()
         self._notify = events.Listeners[StateChange]("state change")
+        self._index = RoomIndex(clock, self._notify)
+        #: The index's own dictionaries, read here (one lookup for every relayed message).
+        self._rooms = self._index.rooms
+        self._participants = self._index.participants
+        self._lobbies = Lobbies()
         self._emit = events.Listeners[events.RoomEvent]("room event")
 
     def add_listener(self, listener: Callable[[StateChange], None]) -> None:
@@ -123,11 +126,11 @@ class Registry:
         """
         if handle.participant != seat.participant or handle.watcher:
             raise ValueError("handle and seat name different participants")
-        room = self._room_for(seat)
+        room = self._index.room_for(seat)
         out: list[Effect] = []
         participant = self._participants.get(seat.participant)
         if participant is None:
-            participant = self._create(room, seat)
+            participant = self._index.create(room, seat)
         else:
             participant.seat = seat
             if participant.handle is not None:
@@ -166,7 +169,7 @@ class Registry:
     def unwatch(self, handle: Handle) -> list[Effect]:
         """The lobby socket ``handle`` is gone.  Anything else is ignored."""
         watcher = self._lobbies.remove(handle)
-        if watcher is not None and watcher.therapist not in self._by_therapist:
+        if watcher is not None and not self._index.has_rooms(watcher.therapist):
             self._lobbies.forget(watcher.therapist)
         return []
 
@@ -354,66 +357,23 @@ class Registry:
         Ended rooms go too: the server must then refuse sockets for ended appointments
         (it learns of ``end`` from the ``events.Ended`` event).
         """
-        gone = [
-            room
-            for room in self._rooms.values()
-            if not any(p.online for p in room.members())
-            and (room.client is None or room.client.state not in (ADMITTED, IN_CALL))
-        ]
-        for room in gone:
-            del self._rooms[room.appointment]
-            for member in room.members():
-                del self._participants[member.id]
-            appointments = self._by_therapist[room.therapist]
-            appointments.discard(room.appointment)
-            if not appointments:
-                del self._by_therapist[room.therapist]
-                self._lobbies.forget(room.therapist)
+        gone = self._index.prune()
+        for therapist in {room.therapist for room in gone}:
+            if not self._index.has_rooms(therapist):
+                self._lobbies.forget(therapist)
         return len(gone)
 
     def therapists(self) -> set[str]:
         """The therapists with a room or a lobby socket here."""
-        return set(self._by_therapist) | self._lobbies.therapists()
+        return self._index.therapists() | self._lobbies.therapists()
 
     def forget(self, therapist: str) -> int:
         """Drop every room and lobby socket of ``therapist``, without a word to anyone: the
         rooms are held by another instance now (``signalling.routing``).  Returns how many
         rooms were dropped."""
-        appointments = self._by_therapist.pop(therapist, set())
-        for appointment in appointments:
-            room = self._rooms.pop(appointment)
-            for member in room.members():
-                self._participants.pop(member.id, None)
+        dropped = self._index.drop(therapist)
         self._lobbies.drop(therapist)
-        return len(appointments)
-
-    def _room_for(self, seat: Seat) -> Room:
-        """The seat's room, made if need be, once the seat is known not to contradict it."""
-        known = self._participants.get(seat.participant)
-        if known is not None and (known.appointment, known.role) != (seat.appointment, seat.role):
-            raise ValueError(f"participant {seat.participant} is someone else's")
-        room = self._rooms.get(seat.appointment)
-        if room is None:
-            room = self._rooms[seat.appointment] = Room(seat.appointment, seat.therapist)
-            self._by_therapist.setdefault(seat.therapist, set()).add(seat.appointment)
-        elif room.therapist != seat.therapist:
-            raise ValueError(f"appointment {seat.appointment} belongs to another therapist")
-        other = room.member(seat.role)
-        if other is not None and other.id != seat.participant:
-            raise ValueError(f"appointment {seat.appointment} already has a {seat.role}")
-        return room
-
-    def _create(self, room: Room, seat: Seat) -> Participant:
-        state = ADMITTED if seat.role is Role.THERAPIST or seat.admitted else WAITING
-        if room.ended:
-            state = ENDED
-        participant = Participant(seat, state, since=self._clock(), on_change=self._notify)
-        self._participants[seat.participant] = participant
-        if seat.role is Role.THERAPIST:
-            room.host = participant
-        else:
-            room.client = participant
-        return participant
+        return dropped
 
     def _current(self, handle: Handle) -> Participant | None:
         """The participant whose live connection is ``handle``; ``None`` for a stale handle."""
@@ -446,7 +406,7 @@ class Registry:
         return client, room
 
     def _rooms_of(self, therapist: str) -> list[Room]:
-        return [self._rooms[a] for a in sorted(self._by_therapist.get(therapist, ()))]
+        return self._index.rooms_of(therapist)
 
     def _finish(self, out: list[Effect], room: Room) -> list[Effect]:
         room.settle(out)
