@@ -18,10 +18,11 @@ Redis hop; ours against the reference PeerJS server.
 
 The load runs in this process (with uvloop if it is installed), the server in another.
 
-With ``--rounds N`` the four relays run N times, one after another in each round, and the
-summary takes, for each, its round of median throughput: on a small machine one run of a
-relay can land in a slower regime than the next (the two instances, Redis and the load
-share two cores), and the ratios should not hang on one draw.
+With ``--rounds N`` the four relays run N times, one after another in each round (every
+other round in the reverse order, so that no relay always runs first, or always right after
+another), and the summary takes, for each, its round of median throughput: on a small
+machine one run of a relay can land in a slower regime than the next (the two instances,
+Redis and the load share two cores), and the ratios should not hang on one draw.
 
     python -m bench.fanout [--pairs 100] [--size 200] [--seconds 10] [--idle 2000]
                            [--rounds 1]
@@ -130,6 +131,12 @@ async def _relay(name: str, args: argparse.Namespace) -> relay.Result:
     return await relay_peerjs(args, floor=name == "floor")
 
 
+def _order(round_number: int) -> list[str]:
+    """The relays in the order round ``round_number`` (from 1) runs them."""
+    names = list(RELAYS)
+    return names if round_number % 2 else names[::-1]
+
+
 def _median(results: list[relay.Result]) -> relay.Result:
     """The result of median throughput (the lower middle one of an even number)."""
     ordered = sorted(results, key=lambda result: result.throughput)
@@ -152,10 +159,10 @@ async def main(args: argparse.Namespace) -> None:
     for round_number in range(1, args.rounds + 1):
         if args.rounds > 1:
             print(f"  round {round_number}")
-        for name, label in RELAYS.items():
+        for name in _order(round_number):
             result = await _relay(name, args)
             runs[name].append(result)
-            print(f"  {label}{result.line()}")
+            print(f"  {RELAYS[name]}{result.line()}")
     ours, ours_redis, reference, floor = (_median(runs[name]) for name in RELAYS)
     if args.rounds > 1:
         print(f"  the round of median throughput, of {args.rounds}, for each:")
