@@ -7,6 +7,7 @@ import { SignallingConnection, CLOSE_ENDED, CLOSE_POLICY_VIOLATION, CLOSE_REPLAC
 import { LocalMedia, bindPagePickers, setSpeaker } from "./devices.js";
 import { Call } from "./call.js";
 import { mountCallExtrasSafely } from "./call-extras.js";
+import { callStateLine } from "./call-state.js";
 import { bindSelfView } from "./self-view.js";
 import { announce, attachStream, byId, showSection, stringsFrom, twoStep } from "./ui.js";
 
@@ -55,6 +56,7 @@ const el = {
   useHere: byId("use-here", HTMLButtonElement),
   tryAgain: byId("try-again", HTMLButtonElement),
 };
+const stateLine = callStateLine(el.connectionState, t);
 
 const media = new LocalMedia();
 // A missing device is said under the self view only if the check found why.
@@ -136,26 +138,6 @@ function renderClient() {
   el.sendBack.hidden = !(client && (client.state === "admitted" || client.state === "in_call"));
 }
 
-/**
- * @param {string} text
- * @param {string} state
- */
-function setConnectionState(text, state) {
-  el.connectionState.textContent = text;
-  el.connectionState.dataset.state = state;
-}
-
-/** @param {CallState} state */
-function renderCallState(state) {
-  const texts = {
-    connecting: t("callConnecting", "Connecting…"),
-    connected: t("callConnected", "Connected"),
-    reconnecting: t("callReconnecting", "Reconnecting…"),
-    failed: t("callFailed", "The connection was lost. Trying again…"),
-  };
-  if (state !== "closed") setConnectionState(texts[state], state);
-}
-
 function closeCall() {
   if (call) {
     call.close();
@@ -164,7 +146,7 @@ function closeCall() {
   extras.callClosed();
   el.remotePlaceholder.hidden = false;
   el.playRemote.hidden = true;
-  setConnectionState(tn("peerWaiting", "Waiting for {name} to join…"), "waiting");
+  stateLine.say(tn("peerWaiting", "Waiting for {name} to join…"), "waiting");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -173,7 +155,7 @@ function closeCall() {
 on("welcome", (/** @type {WelcomeMessage} */ message) => {
   welcome = message;
   el.network.textContent = "";
-  if (!call) setConnectionState(tn("peerWaiting", "Waiting for {name} to join…"), "waiting");
+  if (!call) stateLine.say(tn("peerWaiting", "Waiting for {name} to join…"), "waiting");
 });
 
 on("lobby", (/** @type {LobbyMessage} */ message) => {
@@ -188,7 +170,7 @@ on("peer-joined", (/** @type {PeerJoinedMessage} */ message) => {
   // Back after a dropped connection, with the media still flowing: keep the call.
   if (extras.keepOnPeerJoined(call)) return;
   closeCall();
-  setConnectionState(t("callConnecting", "Connecting…"), "connecting");
+  stateLine.say(t("callConnecting", "Connecting…"), "connecting");
   call = new Call({
     connection,
     iceServers: welcome.iceServers,
@@ -197,7 +179,7 @@ on("peer-joined", (/** @type {PeerJoinedMessage} */ message) => {
     remoteVideo: el.remoteVideo,
   });
   call.addEventListener("statechange", (event) => {
-    renderCallState(/** @type {CustomEvent<{state: CallState}>} */ (event).detail.state);
+    stateLine.render(/** @type {CustomEvent<{state: CallState}>} */ (event).detail.state);
   });
   call.addEventListener("remotestream", () => {
     el.remotePlaceholder.hidden = true;

@@ -17,6 +17,7 @@ import {
 import { Call } from "./call.js";
 import { mountCallExtrasSafely } from "./call-extras.js";
 import { storedConnectionSummary } from "./connection-test.js";
+import { callStateLine } from "./call-state.js";
 import { bindSelfView } from "./self-view.js";
 import { attachStream, byId, formatTime, setPressed, showSection, stringsFrom } from "./ui.js";
 
@@ -69,6 +70,7 @@ const el = {
   useHere: byId("use-here", HTMLButtonElement),
   tryAgain: byId("try-again", HTMLButtonElement),
 };
+const stateLine = callStateLine(el.connectionState, t);
 
 const media = new LocalMedia();
 const renderSelfState = bindSelfView(el, media, t);
@@ -314,7 +316,7 @@ function wire(conn) {
     });
     call.addEventListener("statechange", (event) => {
       const state = /** @type {CustomEvent<{state: CallState}>} */ (event).detail.state;
-      renderCallState(state);
+      stateLine.render(state);
       if (state === "connected" && admittedAt !== null) {
         // For the operators' admit-to-connected metric: a number, nothing about the client.
         const ms = Math.min(Math.round(performance.now() - admittedAt), 3_600_000);
@@ -336,7 +338,7 @@ function wire(conn) {
   on("peer-left", () => {
     const away = () => {
       closeCall();
-      setConnectionState(t("peerLeft", "Your therapist has left the call for a moment."), "waiting");
+      stateLine.say(t("peerLeft", "Your therapist has left the call for a moment."), "waiting");
     };
     if (extras) extras.peerLeft(call, away);
     else away();
@@ -385,30 +387,9 @@ function finish(section) {
 function enterCall(text, state) {
   show("call");
   if (!call) {
-    setConnectionState(text, state);
+    stateLine.say(text, state);
     el.remotePlaceholder.hidden = false;
   }
-}
-
-/**
- * @param {string} text
- * @param {string} state
- */
-function setConnectionState(text, state) {
-  el.connectionState.textContent = text;
-  el.connectionState.dataset.state = state;
-}
-
-/** @param {CallState} state */
-function renderCallState(state) {
-  const texts = {
-    connecting: t("callConnecting", "Connecting…"),
-    connected: t("callConnected", "Connected"),
-    reconnecting: t("callReconnecting", "Reconnecting…"),
-    failed: t("callFailed", "The connection was lost. Trying again…"),
-  };
-  if (state === "closed") return;
-  setConnectionState(texts[state], state);
 }
 
 function closeCall() {
