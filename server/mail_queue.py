@@ -25,23 +25,21 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-import aiosmtplib
 from sqlalchemy import Update, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from server.db import sessionmaker
 from server.keys import Clock
-from server.models import Appointment, AppointmentStatus, OutboxMessage, OutboxStatus
-from server.outbox import MailKind, MessageKey, parse_key
+from server.mail_policy import backoff, is_permanent, why_not
+from server.models import Appointment, OutboxMessage, OutboxStatus
+from server.outbox import MessageKey
 
 log = logging.getLogger("server.mailer")  # one logger for the whole e-mail worker
 
 LEASE = dt.timedelta(seconds=60)
 BATCH_SIZE = 20
 MAX_ATTEMPTS = 8
-BACKOFF_BASE = dt.timedelta(seconds=30)
-BACKOFF_CAP = dt.timedelta(hours=1)
 #: ``last_error`` for a message whose worker died holding it, before / after handing it over.
 LEASE_EXPIRED = "LeaseExpired"
 UNCONFIRMED_SEND = "UnconfirmedSend"
@@ -58,20 +56,6 @@ HomeworkBuild = Callable[[AsyncSession, OutboxMessage, dt.datetime], Awaitable[T
 def new_worker_id() -> str:
     """Unique per process and per worker: ``<host>:<pid>:<random>``, at most 64 characters."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def backoff(attempts: int, rng: random.Random) -> dt.timedelta:
-    """The wait after the ``attempts``-th failure: 30 s, 1 min, 2 min … capped at 1 h, ±20 %."""
-    delay: dt.timedelta = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
-    return delay * rng.uniform(0.8, 1.2)
-
-
-def is_permanent(error: BaseException) -> bool:
-    """A refusal that retrying cannot change: every recipient refused with a 5xx code."""
-    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
-        codes = [refusal.code for refusal in error.recipients]
-        return bool(codes) and all(500 <= code < 600 for code in codes)
-    return False
 
 
 class OutboxQueue:
@@ -385,31 +369,3 @@ class OutboxQueue:
                     message.next_attempt_at.isoformat(timespec="seconds"),
                 )
             await db.commit()
-
-
-def why_not(
-    message: OutboxMessage, appointment: Appointment | None, now: dt.datetime
-) -> tuple[MessageKey | None, str | None]:
-    """The message's key, and why it should no longer be sent (``None``: send it)."""
-    try:
-        key = parse_key(message.idempotency_key)
-    except ValueError:
-        return None, "unreadable key"
-    if appointment is None:
-        return key, "the appointment is gone"
-    state = appointment.state
-    if key.kind is MailKind.CANCELLATION:
-        return key, None if state is AppointmentStatus.CANCELLED else "not cancelled"
-    if state is not AppointmentStatus.SCHEDULED:
-        return key, f"the appointment is {state.value}"
-    if key.kind is MailKind.REMINDER:
-        if key.starts_at != appointment.starts_at:
-            return key, "the appointment has moved"
-        if now >= appointment.starts_at:
-            return key, "too late: the appointment has started"
-        return key, None
-    if key.sequence != appointment.sequence:
-        return key, "superseded by a later change"
-    if now >= appointment.ends_at:
-        return key, "too late: the appointment is over"
-    return key, None
