@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, exc, select, text, update
@@ -12,32 +11,12 @@ from sqlalchemy.sql.expression import Executable
 from server import audit
 from server.audit import Actor
 from server.db import create_engine, sessionmaker
-from server.migrate import upgrade
 from server.models import AuditEvent
-from tests.conftest import PostgresDatabases
+from tests.support.backends import backend, backend_url
+
+__all__ = ["backend", "backend_url"]
 
 AT = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | PostgresDatabases:
-    """Both databases in every run, whatever ``ALCOVE_TEST_DATABASE_URL`` says."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'backend.db'}"
-    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
-    return databases
-
-
-@pytest.fixture
-async def backend_url(backend: str | PostgresDatabases) -> str:
-    """A freshly migrated database on the backend under test."""
-    url = backend if isinstance(backend, str) else await backend.create()
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-    return url
 
 
 async def record_login(url: str) -> int:

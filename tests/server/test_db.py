@@ -11,28 +11,9 @@ from sqlalchemy import exc, func, select, text
 from server.db import create_engine, sessionmaker
 from server.migrate import upgrade
 from server.models import Client, LoginFailure
-from tests.conftest import PostgresDatabases
+from tests.support.backends import backend, backend_url
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | PostgresDatabases:
-    """Both databases in every run, whatever ``ALCOVE_TEST_DATABASE_URL`` says."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'backend.db'}"
-    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
-    return databases
-
-
-@pytest.fixture
-async def backend_url(backend: str | PostgresDatabases) -> str:
-    """A freshly migrated database on the backend under test."""
-    url = backend if isinstance(backend, str) else await backend.create()
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-    return url
+__all__ = ["backend", "backend_url"]
 
 
 async def stored_instants(url: str) -> list[dt.datetime]:

@@ -6,14 +6,12 @@ import base64
 import datetime as dt
 import hashlib
 import itertools
-from pathlib import Path
 
 import pytest
 from sqlalchemy import String, exc, func, select
 
 from server import tokens
 from server.db import create_engine, sessionmaker
-from server.migrate import upgrade
 from server.models import (
     Appointment,
     AppointmentStatus,
@@ -22,7 +20,9 @@ from server.models import (
     JoinToken,
     Therapist,
 )
-from tests.conftest import PostgresDatabases
+from tests.support.backends import backend, backend_url
+
+__all__ = ["backend", "backend_url"]
 
 S = AppointmentStatus
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -35,27 +35,6 @@ ALLOWED = {
     (S.SCHEDULED, S.NO_SHOW),
 }
 ALL_PAIRS = list(itertools.product(S, S))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | PostgresDatabases:
-    """Both databases in every run, whatever ``ALCOVE_TEST_DATABASE_URL`` says."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'backend.db'}"
-    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
-    return databases
-
-
-@pytest.fixture
-async def backend_url(backend: str | PostgresDatabases) -> str:
-    """A freshly migrated database on the backend under test."""
-    url = backend if isinstance(backend, str) else await backend.create()
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-    return url
 
 
 async def add_client(url: str) -> tuple[int, int]:

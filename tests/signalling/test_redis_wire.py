@@ -34,6 +34,26 @@ async def connection(client: Redis) -> AsyncIterator[AbstractConnection]:
     await client.connection_pool.release(taken)
 
 
+class Reads:
+    """How many times the connection's parser read a reply from the socket."""
+
+    count = 0
+
+
+@pytest.fixture
+def reads(connection: AbstractConnection, monkeypatch: pytest.MonkeyPatch) -> Reads:
+    parser: Any = getattr(connection, "_parser")  # noqa: B009 - redis-py's, not typed
+    seen = Reads()
+    read_response = type(parser).read_response
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.count += 1
+        return await read_response(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(parser), "read_response", counted)
+    return seen
+
+
 def echoes(words: list[str]) -> bytes:
     return b"".join(
         b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words
@@ -41,18 +61,8 @@ def echoes(words: list[str]) -> bytes:
 
 
 async def test_replies_come_in_order_and_those_parsed_already_take_no_read(
-    connection: AbstractConnection, monkeypatch: pytest.MonkeyPatch
+    connection: AbstractConnection, reads: Reads
 ) -> None:
-    parser: Any = getattr(connection, "_parser")  # noqa: B009 - redis-py's, not typed
-    reads = 0
-    read_response = type(parser).read_response
-
-    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        return await read_response(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(parser), "read_response", counted)
     words = [f"word {n}" for n in range(50)]
     await connection.send_packed_command(echoes(words), check_health=False)
     # All fifty replies (a few hundred bytes) are written by Redis at once: let them arrive.
@@ -62,7 +72,7 @@ async def test_replies_come_in_order_and_those_parsed_already_take_no_read(
     got = [await replies.next() for _ in words]
 
     assert got == words
-    assert reads == 1  # one read, then forty-nine parsed already
+    assert reads.count == 1  # one read, then forty-nine parsed already
 
 
 async def test_an_error_reply_is_returned_and_one_saying_the_connection_is_unusable_raised(
@@ -85,25 +95,15 @@ async def test_an_error_reply_is_returned_and_one_saying_the_connection_is_unusa
 
 
 async def test_replies_parsed_already_are_handed_over_together_after_one_read(
-    connection: AbstractConnection, monkeypatch: pytest.MonkeyPatch
+    connection: AbstractConnection, reads: Reads
 ) -> None:
-    parser: Any = getattr(connection, "_parser")  # noqa: B009 - redis-py's, not typed
-    reads = 0
-    read_response = type(parser).read_response
-
-    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        return await read_response(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(parser), "read_response", counted)
     words = [f"word {n}" for n in range(50)]
     await connection.send_packed_command(echoes(words), check_health=False)
     await asyncio.sleep(0.05)  # as above: let all fifty arrive
     replies = Replies(connection)
 
     assert await replies.some() == words
-    assert reads == 1
+    assert reads.count == 1
 
 
 async def test_some_hands_over_the_replies_before_an_unusable_one_then_raises_it(
