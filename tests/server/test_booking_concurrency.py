@@ -28,6 +28,7 @@ from server.migrate import upgrade
 from server.models import Appointment, AppointmentStatus, Client, OutboxMessage, SessionType
 from tests.conftest import FakeClock, PostgresDatabases, free_port, make_settings
 from tests.support.arrange import Bookable, make_bookable_therapist
+from tests.support.backends import backend, backend_url
 
 Sessions = async_sessionmaker[AsyncSession]
 #: A missing lock lets two of 50 simultaneous bookings through in nearly every round; a dozen
@@ -63,24 +64,16 @@ class Race:
             return list(rows)
 
 
+__all__ = ["backend", "backend_url"]
+
 #: Every test here picks its databases itself: CI's PostgreSQL pass need not run them again.
 pytestmark = pytest.mark.every_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | PostgresDatabases:
-    """Both databases in every run, whatever ``ALCOVE_TEST_DATABASE_URL`` says."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'race.db'}"
-    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
-    return databases
-
-
 @pytest.fixture
-async def race(backend: str | PostgresDatabases, tmp_path: Path) -> AsyncIterator[Race]:
-    url = backend if isinstance(backend, str) else await backend.create()
+async def race(backend_url: str, tmp_path: Path) -> AsyncIterator[Race]:
+    url = backend_url
     engine = create_engine(url)
-    await upgrade(engine)
     db = sessionmaker(engine)
     bookable = await make_bookable_therapist(db, timezone="UTC", hours=EVERY_DAY)
     port = free_port()
