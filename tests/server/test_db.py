@@ -15,6 +15,9 @@ from tests.support.backends import backend, backend_url
 
 __all__ = ["backend", "backend_url"]
 
+#: Every test here picks its databases itself: CI's PostgreSQL pass need not run them again.
+pytestmark = pytest.mark.every_database
+
 
 async def stored_instants(url: str) -> list[dt.datetime]:
     engine = create_engine(url)

@@ -24,6 +24,9 @@ from tests.support.backends import backend, backend_url
 
 __all__ = ["backend", "backend_url"]
 
+#: Every test here picks its databases itself: CI's PostgreSQL pass need not run them again.
+pytestmark = pytest.mark.every_database
+
 S = AppointmentStatus
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)

@@ -1,7 +1,8 @@
 """Both databases, whatever ``ALCOVE_TEST_DATABASE_URL`` says: for the tests of what must
 behave the same on SQLite and PostgreSQL (the schema, the constraints, the audit trail).
 
-Import ``backend`` and ``backend_url`` into a test module to use them."""
+Import ``backend`` and ``backend_url`` into a test module to use them, and mark the tests
+``every_database``: CI's PostgreSQL pass need not run them again."""
 
 from __future__ import annotations
 
