@@ -25,10 +25,9 @@ from server.db import create_engine, sessionmaker, utcnow
 from server.mail_queue import LEASE_EXPIRED, UNCONFIRMED_SEND
 from server.mail_render import message_id
 from server.mailer import Mailer
-from server.migrate import upgrade
 from server.models import Appointment, Client, OutboxMessage, OutboxStatus
 from server.settings import Settings
-from tests.conftest import PostgresDatabases, free_port
+from tests.conftest import PostgresDatabases, free_port, migrate
 from tests.support.arrange import make_therapist
 from tests.support.mail import SmtpSink, smtp_settings
 
@@ -105,15 +104,6 @@ def sink() -> Iterator[SmtpSink]:
     server.stop()
 
 
-async def migrated(url: str) -> str:
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-    return url
-
-
 async def arrange_due_reminders(
     engine: AsyncEngine, count: int, settings: Settings
 ) -> dict[str, int]:
@@ -168,7 +158,9 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
 async def test_two_worker_processes_on_postgresql_deliver_every_reminder_once_when_one_is_killed(
     postgres_databases: PostgresDatabases, tmp_path: Path, sink: SmtpSink
 ) -> None:
-    await kill_one_of_two_workers(await migrated(await postgres_databases.create()), tmp_path, sink)
+    url = await postgres_databases.create()
+    await migrate(url)
+    await kill_one_of_two_workers(url, tmp_path, sink)
 
 
 @pytest.mark.slow
@@ -176,7 +168,8 @@ async def test_two_worker_processes_on_postgresql_deliver_every_reminder_once_wh
 async def test_two_worker_processes_on_sqlite_deliver_every_reminder_once_when_one_is_killed(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
-    url = await migrated(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    await migrate(url)
     await kill_one_of_two_workers(url, tmp_path, sink)
 
 

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.db import create_engine
-from server.migrate import upgrade
-from tests.conftest import PostgresDatabases
+from tests.conftest import PostgresDatabases, migrate
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,9 +26,5 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | PostgresDat
 async def backend_url(backend: str | PostgresDatabases) -> str:
     """A freshly migrated database on the backend under test."""
     url = backend if isinstance(backend, str) else await backend.create()
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
+    await migrate(url)
     return url
