@@ -61,35 +61,29 @@ class Replies:
         self._gets: Callable[[], Any] | None = gets if usable else None
         self._buffered: collections.deque[Any] = collections.deque()
 
-    async def next(self) -> Any:
-        """The next reply: one parsed already, or one read from the connection."""
-        if self._buffered:
-            return _checked(self._buffered.popleft())
-        reply = await self._read()
-        self._take_parsed()
-        return reply
-
     async def some(self) -> list[Any]:
         """The replies parsed already, in order, or if there are none, those that one read
         from the connection brings: at least one.  One saying the connection is unusable
         is raised in its turn, after those before it were returned."""
         buffered = self._buffered
         if not buffered:
-            reply = await self._read()
+            reply = await self._read()  # raises an unusable one itself
             self._take_parsed()
             if not buffered:
                 return [reply]
             buffered.appendleft(reply)
         out: list[Any] = []
         while buffered:
-            reply = buffered[0]
+            reply = buffered.popleft()
+            # Checked in line: this runs for every relayed message.
             if isinstance(reply, RedisConnectionError) or (
                 type(reply) is list and reply and isinstance(reply[0], RedisConnectionError)
             ):
                 if out:
+                    buffered.appendleft(reply)  # raised by the next call
                     return out
-                return [_checked(buffered.popleft())]
-            out.append(buffered.popleft())
+                raise reply if isinstance(reply, RedisConnectionError) else reply[0]
+            out.append(reply)
         return out
 
     def _take_parsed(self) -> None:
@@ -99,13 +93,3 @@ class Replies:
             while more is not NOT_ENOUGH_DATA:
                 self._buffered.append(more)
                 more = gets()
-
-
-def _checked(reply: Any) -> Any:
-    """``reply``, unless it says the connection is unusable (Redis still loading, say):
-    that is raised, as ``read_response`` raises it."""
-    if isinstance(reply, RedisConnectionError):
-        raise reply
-    if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
-        raise reply[0]
-    return reply

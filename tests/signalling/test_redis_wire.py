@@ -60,16 +60,22 @@ def echoes(words: list[str]) -> bytes:
     )
 
 
-async def test_replies_come_in_order_and_those_parsed_already_take_no_read(
-    connection: AbstractConnection, reads: Reads
-) -> None:
+async def fifty_echoed(connection: AbstractConnection) -> list[str]:
+    """Fifty words, sent to be echoed; their replies (a few hundred bytes, written by Redis
+    at once) have arrived when this returns."""
     words = [f"word {n}" for n in range(50)]
     await connection.send_packed_command(echoes(words), check_health=False)
-    # All fifty replies (a few hundred bytes) are written by Redis at once: let them arrive.
     await asyncio.sleep(0.05)
+    return words
+
+
+async def test_replies_come_in_order_and_those_parsed_already_come_with_the_first_read(
+    connection: AbstractConnection, reads: Reads
+) -> None:
+    words = await fifty_echoed(connection)
     replies = Replies(connection)
 
-    got = [await replies.next() for _ in words]
+    got = await replies.some()
 
     assert got == words
     assert reads.count == 1  # one read, then forty-nine parsed already
@@ -79,45 +85,17 @@ async def test_an_error_reply_is_returned_and_one_saying_the_connection_is_unusa
     connection: AbstractConnection,
 ) -> None:
     replies = Replies(connection)
-    # Three replies read at once, as from the socket: a plain one, an error, and a refusal
-    # while Redis loads its data.
-    parser: Any = getattr(connection, "_parser")  # noqa: B009
-    parser._reader.feed(
-        b"+first\r\n-ERR no such thing\r\n-LOADING Redis is loading the dataset\r\n"
-    )
-
-    assert await replies.next() == "first"
-    error = await replies.next()
-    assert isinstance(error, ResponseError)
-    assert str(error) == "no such thing"
-    with pytest.raises(BusyLoadingError):
-        await replies.next()
-
-
-async def test_replies_parsed_already_are_handed_over_together_after_one_read(
-    connection: AbstractConnection, reads: Reads
-) -> None:
-    words = [f"word {n}" for n in range(50)]
-    await connection.send_packed_command(echoes(words), check_health=False)
-    await asyncio.sleep(0.05)  # as above: let all fifty arrive
-    replies = Replies(connection)
-
-    assert await replies.some() == words
-    assert reads.count == 1
-
-
-async def test_some_hands_over_the_replies_before_an_unusable_one_then_raises_it(
-    connection: AbstractConnection,
-) -> None:
-    replies = Replies(connection)
+    # Four replies read at once, as from the socket: a plain one, an error, a refusal while
+    # Redis loads its data, and one more.
     parser: Any = getattr(connection, "_parser")  # noqa: B009
     parser._reader.feed(
         b"+first\r\n-ERR no such thing\r\n-LOADING Redis is loading the dataset\r\n+after\r\n"
     )
 
-    first, error = await replies.some()
+    first, error = await replies.some()  # those before the refusal, then the refusal
     assert first == "first"
-    assert isinstance(error, ResponseError)  # an error reply is returned, as by next
+    assert isinstance(error, ResponseError)
+    assert str(error) == "no such thing"
     with pytest.raises(BusyLoadingError):
         await replies.some()
     assert await replies.some() == ["after"]
@@ -136,7 +114,10 @@ async def test_publish_commands_counts_the_bytes_of_each_payload_not_its_charact
             publish_commands([(channel, p) for p in payloads]), check_health=False
         )
         replies = Replies(publisher)
-        assert [await replies.next() for _ in payloads] == [1] * len(payloads)
+        answered: list[object] = []
+        while len(answered) < len(payloads):
+            answered += await replies.some()
+        assert answered == [1] * len(payloads)
         got: list[str] = []
         async with asyncio.timeout(10):
             while len(got) < len(payloads):
