@@ -544,12 +544,7 @@ def test_every_hadolint_exception_says_why() -> None:
 
 
 def test_caddy_accepts_the_caddyfile() -> None:
-    # Caddy is not needed to run the suite, so it is optional even under CI.
-    from shutil import which
-
-    caddy = which("caddy")
-    if caddy is None:
-        pytest.skip("caddy is not installed (apt-get install caddy)")
+    caddy = require_tool("caddy", "apt-get install caddy")
     env = filled_env()
     proxy_env = resolved_environment("proxy", env)
     result = subprocess.run(

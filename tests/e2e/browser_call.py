@@ -16,7 +16,6 @@ from playwright.async_api import Page, expect
 
 from tests.e2e.conftest import App
 from tests.e2e.harness import (
-    REPO,
     Contexts,
     assert_accessible,
     assert_fits_width,
@@ -31,21 +30,8 @@ EMAIL = "sam.rivera@example.com"
 PASSWORD = "a long enough password"
 CLIENT_NAME = "Alex Morgan"
 
-FRONTEND = [
-    "web/templates/join/session.html",
-    "web/templates/call.html",
-    "web/static/js/waiting.js",
-    "web/static/js/dashboard.js",
-    "web/static/js/call.js",
-]
-MISSING = [path for path in FRONTEND if not (REPO / path).is_file()]
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="session"),
-    pytest.mark.xfail(
-        bool(MISSING), reason=f"frontend pending: {', '.join(MISSING)} missing", strict=False
-    ),
-]
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def end_session(therapist: Page, client: Page) -> None:

@@ -39,7 +39,6 @@ from server.worksheets.templates import template_to_json
 from tests.conftest import free_port, make_settings
 from tests.e2e.conftest import App
 from tests.e2e.harness import (
-    REPO,
     Contexts,
     assert_accessible,
     assert_fits_width,
@@ -65,23 +64,8 @@ XSS_TEXT = f"{XSS_IMG} and {XSS_SCRIPT}"
 CLIENT_SITUATION = "Sunday dinner, he went quiet"
 THERAPIST_SITUATION = "A text left unanswered"
 
-FRONTEND = [
-    "web/static/vendor/yjs.js",
-    "web/static/js/worksheet-panel.js",
-    "web/static/js/worksheet-call.js",
-    "web/static/js/homework.js",
-    "web/static/css/worksheet.css",
-    "web/templates/homework/page.html",
-    "web/templates/therapist/worksheet.html",
-]
-MISSING = [path for path in FRONTEND if not (REPO / path).is_file()]
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="session"),
-    pytest.mark.xfail(
-        bool(MISSING), reason=f"frontend pending: {', '.join(MISSING)} missing", strict=False
-    ),
-]
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture

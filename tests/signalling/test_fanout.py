@@ -39,8 +39,13 @@ async def test_payloads_arrive_in_the_order_they_were_published() -> None:
     assert inbox.payloads == ["0", "1", "2", "3", "4"]
 
 
-async def test_publishing_to_a_channel_nobody_listens_to_does_nothing() -> None:
-    await LocalFanout().publish("empty", "lost")
+async def test_a_payload_nobody_listens_for_is_gone_for_a_later_subscriber() -> None:
+    fanout = LocalFanout()
+    await fanout.publish("empty", "lost")  # nobody subscribed: no error, nothing kept
+    inbox = Inbox()
+    await fanout.subscribe("empty", inbox)
+    await fanout.publish("empty", "seen")
+    assert inbox.payloads == ["seen"]
 
 
 async def test_after_cancel_the_callback_is_not_called_again() -> None:
