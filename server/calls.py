@@ -102,13 +102,13 @@ def client_seat(appointment: Appointment) -> Seat:
     )
 
 
-def therapist_seat(appointment: Appointment, therapist: Therapist) -> Seat:
+def therapist_seat(appointment: Appointment, therapist_id: int, name: str) -> Seat:
     return Seat(
-        participant=therapist_participant(therapist.id, appointment.id),
+        participant=therapist_participant(therapist_id, appointment.id),
         role=Role.THERAPIST,
         appointment=appointment_ref(appointment.id),
-        therapist=therapist_ref(therapist.id),
-        name=therapist.display_name,
+        therapist=therapist_ref(therapist_id),
+        name=name,
         start=appointment.starts_at,
         end=appointment.ends_at,
     )
@@ -116,19 +116,26 @@ def therapist_seat(appointment: Appointment, therapist: Therapist) -> Seat:
 
 @dataclass(frozen=True)
 class Resolver:
-    """Turns a ``hello`` into the seat the authenticated person may take."""
+    """Turns a ``hello`` into the seat the authenticated person may take.
+
+    It lives as long as the socket, so it keeps the little it needs of the rows it was made
+    from, never the rows themselves (with everything they loaded)."""
 
     app: web.Application
-    therapist: Therapist | None = None
-    appointment: Appointment | None = None
+    #: A therapist's id and name; for a client, None and "".
+    therapist_id: int | None = None
+    therapist_name: str = ""
+    #: A client's seat, taken from their appointment when the socket opened: their
+    #: ``hello`` names nothing.
+    seat: Seat | None = None
 
     @classmethod
     def for_therapist(cls, app: web.Application, therapist: Therapist) -> Resolver:
-        return cls(app, therapist=therapist)
+        return cls(app, therapist_id=therapist.id, therapist_name=therapist.display_name)
 
     @classmethod
     def for_client(cls, app: web.Application, appointment: Appointment) -> Resolver:
-        return cls(app, appointment=appointment)
+        return cls(app, seat=client_seat(appointment))
 
     def ice_servers(self) -> tuple[IceServer, ...]:
         """The ICE servers for this socket, asked for before its ``hello``.
@@ -137,19 +144,18 @@ class Resolver:
         appointment, which only ``hello`` says, so their TURN user is the therapist's
         reference (``t-<id>``): opaque either way, since coturn logs user names.
         """
-        if self.appointment is not None:
-            return ice_servers(self.app, client_participant(self.appointment.id))
-        assert self.therapist is not None
-        return ice_servers(self.app, therapist_ref(self.therapist.id))
+        if self.seat is not None:
+            return ice_servers(self.app, self.seat.participant)
+        assert self.therapist_id is not None
+        return ice_servers(self.app, therapist_ref(self.therapist_id))
 
     async def resolve(self, hello: Hello) -> Seat | Watcher:
-        if self.appointment is not None:
-            return client_seat(self.appointment)
-        assert self.therapist is not None
+        if self.seat is not None:
+            return self.seat
+        therapist_id = self.therapist_id
+        assert therapist_id is not None
         if hello.appointment is None:
-            return Watcher(
-                therapist=therapist_ref(self.therapist.id), name=self.therapist.display_name
-            )
+            return Watcher(therapist=therapist_ref(therapist_id), name=self.therapist_name)
         appointment_id = parse_appointment_ref(hello.appointment or "")
         appointment = None
         if appointment_id is not None:
@@ -162,11 +168,11 @@ class Resolver:
                         selectinload(Appointment.therapist),
                     ],
                 )
-        if appointment is None or appointment.therapist_id != self.therapist.id:
+        if appointment is None or appointment.therapist_id != therapist_id:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such appointment")
         if appointment.state is not AppointmentStatus.SCHEDULED:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"the appointment is {appointment.status}")
-        return therapist_seat(appointment, self.therapist)
+        return therapist_seat(appointment, therapist_id, self.therapist_name)
 
 
 def _ref_id(ref: str) -> int | None:

@@ -18,7 +18,7 @@ from typing import cast
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from server import join, sessions
-from server.calls import SWITCHBOARD, Resolver, appointment_ref
+from server.calls import SWITCHBOARD, Resolver
 from server.keys import CLOCK, SETTINGS
 from server.shutdown import DRAIN, GOING_AWAY, GOING_AWAY_REASON
 from signalling.errors import CloseCode
@@ -62,7 +62,9 @@ class SocketConnection:
     Given the socket's ``transport``, a frame is written at once when nothing is queued
     ahead of it and the transport's buffer has room for it (so the write cannot wait on
     the browser): the common case, which spares a task switch per message.  Otherwise it
-    is queued for the writer task, and a slow browser never stalls the room.  The frame
+    is queued for the writer task, and a slow browser never stalls the room.  The queue
+    and its writer are made when first needed (a frame that cannot go at once, or the
+    close): most sockets never need them, and an idle participant costs less memory.  The frame
     written at once is framed here and handed to the transport, in one synchronous step:
     the two coroutines of aiohttp's ``send_str`` add nothing when the transport has room.
     """
@@ -76,8 +78,8 @@ class SocketConnection:
         buffered = hasattr(transport, "get_write_buffer_limits")
         self._transport = cast("asyncio.WriteTransport", transport) if buffered else None
         self._high_water = self._transport.get_write_buffer_limits()[1] if self._transport else 0
-        self._queue: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue(SEND_QUEUE)
-        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._queue: asyncio.Queue[str | tuple[int, str]] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._closing = False
 
     async def send(self, message: Message) -> None:
@@ -99,7 +101,7 @@ class SocketConnection:
         transport = self._transport
         if (
             transport is None
-            or not self._queue.empty()
+            or (self._queue is not None and not self._queue.empty())
             or transport.is_closing()
             # At most 4 bytes a character, and at most 14 bytes of frame header: within
             # the high-water mark, aiohttp would not wait for the transport to drain.
@@ -112,9 +114,17 @@ class SocketConnection:
             transport.write(text_frame(frame))
         return True
 
+    def _outbox(self) -> asyncio.Queue[str | tuple[int, str]]:
+        """The send queue, and its writer task, made on first use."""
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = asyncio.Queue(SEND_QUEUE)
+            self._writer = asyncio.get_running_loop().create_task(self._write(queue))
+        return queue
+
     async def _enqueue(self, frame: str) -> None:
         try:
-            self._queue.put_nowait(frame)
+            self._outbox().put_nowait(frame)
         except asyncio.QueueFull:
             log.warning("send queue full; closing a slow socket")
             await self.close(int(WSCloseCode.TRY_AGAIN_LATER), "too slow")
@@ -123,16 +133,17 @@ class SocketConnection:
         if self._closing:
             return
         self._closing = True
+        queue = self._outbox()
         with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait((code, reason))
-        if self._queue.full():
+            queue.put_nowait((code, reason))
+        if queue.full() and self._writer is not None:
             self._writer.cancel()
             await self._ws.close(code=code, message=reason.encode())
 
-    async def _write(self) -> None:
+    async def _write(self, queue: asyncio.Queue[str | tuple[int, str]]) -> None:
         try:
             while True:
-                item = await self._queue.get()
+                item = await queue.get()
                 if isinstance(item, tuple):
                     code, reason = item
                     await self._ws.close(code=code, message=reason.encode()[:120])
@@ -144,12 +155,15 @@ class SocketConnection:
     async def finish(self) -> None:
         """Stop writing: let a pending close go out (briefly), then drop the rest."""
         closing, self._closing = self._closing, True
+        writer = self._writer
+        if writer is None:
+            return
         if closing:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._writer), timeout=2.0)
-        self._writer.cancel()
+                await asyncio.wait_for(asyncio.shield(writer), timeout=2.0)
+        writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+            await writer
 
 
 def origin_allowed(request: web.Request) -> bool:
@@ -196,9 +210,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     if identity.over:
         # The session is over: say so, as the room would, and close for good.
-        assert identity.resolver.appointment is not None
-        ref = appointment_ref(identity.resolver.appointment.id)
-        await ws.send_str(encode(Ended(appointment=ref)))
+        assert identity.resolver.seat is not None
+        await ws.send_str(encode(Ended(appointment=identity.resolver.seat.appointment)))
         await ws.close(code=int(CloseCode.ENDED), message=b"the appointment has ended")
         return ws
     connection = SocketConnection(ws, transport=request.transport)

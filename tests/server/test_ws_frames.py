@@ -3,6 +3,7 @@ reads, whatever their length."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -64,6 +65,13 @@ async def test_frames_written_one_after_another_read_back_in_order(
     assert await received(aiohttp_client, texts) == [(WSMsgType.TEXT, t) for t in texts]
 
 
+async def texts_read(aiohttp_client: Client, app: web.Application) -> list[str]:
+    """What a websocket client of ``app``'s ``/`` reads, up to the close."""
+    client = await aiohttp_client(app)
+    async with client.ws_connect("/", max_msg_size=2**20) as ws:
+        return [message.data async for message in ws]
+
+
 async def send_now_frames(request: web.Request) -> web.StreamResponse:
     """A small frame written at once; a frame too large for the room left in the transport's
     buffer, queued; a small one asked to go at once after it, which must not; then a close."""
@@ -88,11 +96,40 @@ async def test_a_frame_goes_at_once_only_with_nothing_queued_ahead_of_it(
     app = web.Application()
     app[AT_ONCE] = []
     app.router.add_get("/", send_now_frames)
-    client = await aiohttp_client(app)
-    texts = []
-    async with client.ws_connect("/", max_msg_size=2**20) as ws:
-        async for message in ws:
-            texts.append(message.data)
 
-    assert texts == ["first", "x" * 70000, "last"]
+    assert await texts_read(aiohttp_client, app) == ["first", "x" * 70000, "last"]
     assert app[AT_ONCE] == [True, False, True]
+
+
+TASKS = web.AppKey("tasks", list[int])
+
+
+async def count_tasks(request: web.Request) -> web.StreamResponse:
+    """The number of running tasks: before the connection is made, once it is, after a frame
+    that goes at once, and after one too large for the room left in the transport's buffer."""
+    ws = web.WebSocketResponse(compress=False)
+    await ws.prepare(request)
+    tasks = request.app[TASKS]
+    tasks.append(len(asyncio.all_tasks()))
+    connection = SocketConnection(ws, transport=request.transport)
+    tasks.append(len(asyncio.all_tasks()))
+    await connection.send_frame("at once")
+    tasks.append(len(asyncio.all_tasks()))
+    await connection.send_frame("y" * 70000)  # queued: the writer is made now
+    tasks.append(len(asyncio.all_tasks()))
+    await connection.close(1000, "done")
+    await connection.finish()
+    return ws
+
+
+async def test_a_socket_gets_a_writer_task_only_once_a_frame_must_wait(
+    aiohttp_client: Client,
+) -> None:
+    app = web.Application()
+    app[TASKS] = []
+    app.router.add_get("/", count_tasks)
+
+    assert await texts_read(aiohttp_client, app) == ["at once", "y" * 70000]
+    before, made, sent_at_once, queued = app[TASKS]
+    assert made == sent_at_once == before
+    assert queued == before + 1
