@@ -143,6 +143,12 @@ def _median(results: list[relay.Result]) -> relay.Result:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def _cpu_per_message(results: list[relay.Result]) -> float:
+    """The server's CPU seconds a relayed message, over all of ``results``."""
+    messages = sum(len(result.latencies) for result in results)
+    return sum(result.server_cpu for result in results) / messages if messages else 0.0
+
+
 def _ms(result: relay.Result, fraction: float) -> float:
     return percentile(result.latencies, fraction) * 1000
 
@@ -189,6 +195,15 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"  two instances / one: throughput {ours_redis.throughput / ours.throughput:.2f}x, "
         f"p50 +{_ms(ours_redis, 0.5) - _ms(ours, 0.5):.3f} ms"
+    )
+    # Throughput on a shared machine follows what else runs; the CPU a message costs each
+    # server, over every round, follows the server's own work far more closely.
+    cpu = {name: _cpu_per_message(runs[name]) for name in RELAYS}
+    print(
+        "  server CPU a message, all rounds: "
+        + ", ".join(f"{name} {cpu[name] * 1e6:.1f} µs" for name in RELAYS)
+        + f"; ours / PeerJS {cpu['ours'] / cpu['peerjs']:.2f}x, "
+        f"two instances / one {cpu['two'] / cpu['ours']:.2f}x"
     )
 
     print("\nthe Redis hop (publish -> callback, two RedisFanouts in one process)")
