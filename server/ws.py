@@ -64,9 +64,10 @@ class SocketConnection:
     the browser): the common case, which spares a task switch per message.  Otherwise it
     is queued for the writer task, and a slow browser never stalls the room.  The queue
     and its writer are made when first needed (a frame that cannot go at once, or the
-    close): most sockets never need them, and an idle participant costs less memory.  The frame
-    written at once is framed here and handed to the transport, in one synchronous step:
-    the two coroutines of aiohttp's ``send_str`` add nothing when the transport has room.
+    close): most sockets never need them, and an idle participant costs less memory.  The
+    frame written at once is framed here and handed to the transport, in one synchronous
+    step: the two coroutines of aiohttp's ``send_str`` add nothing when the transport has
+    room.
     """
 
     def __init__(
