@@ -102,7 +102,7 @@ class Registry:
 
     def lobby(self, therapist: str) -> Lobby:
         """The therapist's clients who are waiting, admitted or in a call."""
-        return views.lobby(room.client for room in self._rooms_of(therapist) if room.client)
+        return views.lobby(room.client for room in self._index.rooms_of(therapist) if room.client)
 
     def role_of(self, handle: Handle) -> Role | None:
         """The role ``handle`` speaks in if it is a live connection (``None`` if stale)."""
@@ -405,9 +405,6 @@ class Registry:
             raise ProtocolError(ErrorCode.NOT_FOUND, _NOT_FOUND)
         return client, room
 
-    def _rooms_of(self, therapist: str) -> list[Room]:
-        return self._index.rooms_of(therapist)
-
     def _finish(self, out: list[Effect], room: Room) -> list[Effect]:
         room.settle(out)
         self._refresh_lobby(out, room.therapist)
@@ -417,6 +414,6 @@ class Registry:
         self, out: list[Effect], therapist: str, *, also: Handle | None = None
     ) -> None:
         """Send the lobby to the therapist's connections if it changed (to ``also`` anyway)."""
-        hosts = (room.host for room in self._rooms_of(therapist) if room.host)
+        hosts = (room.host for room in self._index.rooms_of(therapist) if room.host)
         pages = [host.handle for host in hosts if host.handle is not None]
         self._lobbies.refresh(out, self.lobby(therapist), therapist, pages, also=also)
