@@ -126,6 +126,10 @@ class Session:
         self._sync_limiter = RateLimiter(SYNC_RATE_PER_SECOND, SYNC_RATE_BURST)
         self._handle: Handle | None = None
         self._phase = Phase.HELLO
+        #: Whether the session is over: it closed the socket itself (after a violation), or
+        #: was told the socket is gone.  An attribute, not a property: the socket's reader
+        #: asks after every frame.
+        self.closed = False
 
     @property
     def handle(self) -> Handle | None:
@@ -135,12 +139,6 @@ class Session:
     @property
     def phase(self) -> Phase:
         return self._phase
-
-    @property
-    def closed(self) -> bool:
-        """Whether the session is over: it closed the socket itself (after a violation), or
-        was told the socket is gone."""
-        return self._phase is Phase.CLOSED
 
     async def receive(self, frame: str | bytes) -> None:
         """Handle one frame from the browser."""
@@ -155,7 +153,14 @@ class Session:
         handle = self._handle
         if handle is not None:
             if frame.startswith(CANDIDATE_PREFIX):
-                if await self._pass_on(handle, frame):
+                here = self._switchboard.relay_here(handle)
+                if here is None:
+                    if await self._pass_on(handle, frame):
+                        return
+                elif plain_candidate(frame) and self._limiter.allow():
+                    self._switchboard.relaying(Candidate.TYPE)
+                    if not here[1].send_now(frame):
+                        await self._switchboard.relay_later(here[0], here[1], frame)
                     return
             elif frame.startswith(YJS_PREFIX) and await self._keystroke(handle, frame):
                 return
@@ -265,6 +270,7 @@ class Session:
         if new not in ALLOWED_PHASES[old]:
             raise ValueError(f"a {self._role} session cannot go from {old} to {new}")
         self._phase = new
+        self.closed = new is Phase.CLOSED
         log.info("%s session %s: %s -> %s", self._role.value, self._label(), old.value, new.value)
 
     def _label(self) -> str:

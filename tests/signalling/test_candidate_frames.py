@@ -15,7 +15,8 @@ from signalling.errors import ErrorCode
 from signalling.messages import Candidate, Error
 from signalling.protocol import encode, parse_message, plain_candidate
 from signalling.session import RateLimiter
-from tests.signalling.fakes import Call, media_stuck_on_its_way
+from signalling.switchboard import Switchboard
+from tests.signalling.fakes import Call, Held, media_stuck_on_its_way
 
 LINE = "candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 0.0.0.0 rport 0"
 
@@ -105,6 +106,27 @@ async def test_a_browser_candidate_in_the_call_is_relayed_as_it_came_without_bei
     assert call.therapist_socket.frames == [frame]
     assert frame not in parsed
     assert call.client_socket.sent == []
+
+
+async def test_on_one_instance_a_browser_candidate_is_written_to_the_peer_in_one_step(
+    parsed: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = Held("therapist", at_once=True)
+    call = Call(therapist_socket=held)
+    await call.start()
+
+    async def not_this_way(*args: object) -> None:
+        raise AssertionError("relayed through relay_frame")
+
+    # Neither the lane nor the coroutines of the way across instances: the connection is
+    # looked up and written to at once, as the session reads the frame.
+    monkeypatch.setattr(Switchboard, "relay_lane", lambda *args: None)
+    monkeypatch.setattr(Switchboard, "relay_frame", not_this_way)
+    frame = browser_frame(fields(usernameFragment="9fq2"))
+    await call.client.receive(frame)
+
+    assert held.at_once == [frame]
+    assert frame not in parsed
 
 
 async def test_a_candidate_the_short_way_cannot_take_is_handled_as_before(
