@@ -247,12 +247,12 @@ class Router:
                 effects = registry.disconnect(command.handle)
             elif command.op == "receive" and command.frame is not None:
                 # A candidate as a browser writes it: passed on unparsed if it can be.
-                peer = switchboard.relay_lane(command.handle)
-                if peer is not None:
-                    kind = Candidate.TYPE
-                    await switchboard.relay_frame(command.handle, peer, kind, command.frame)
-                else:
-                    await switchboard.receive_here(command.handle, parse_message(command.frame))
+                handle, frame = command.handle, command.frame
+                lane = None if switchboard.forwards(handle) else switchboard.relay_here(handle)
+                if lane is None:
+                    await switchboard.receive_here(handle, parse_message(frame))
+                elif lane[1] is None or not lane[1].send_now(frame):
+                    await switchboard.relay_frame(handle, lane, Candidate.TYPE, frame)
                 return
             elif command.op == "receive" and command.message is not None:
                 await switchboard.receive_here(command.handle, command.message)

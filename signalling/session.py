@@ -153,14 +153,19 @@ class Session:
         handle = self._handle
         if handle is not None:
             if frame.startswith(CANDIDATE_PREFIX):
-                here = self._switchboard.relay_here(handle)
-                if here is None:
-                    if await self._pass_on(handle, frame):
+                # Where it goes is found, and a peer's socket with room written to, in one
+                # synchronous step: no coroutine for the commonest frame of all.
+                switchboard = self._switchboard
+                forwards = switchboard.forwards(handle)
+                lane = None if forwards else switchboard.relay_here(handle)
+                if lane is not None:
+                    if plain_candidate(frame) and self._limiter.allow():
+                        switchboard.relaying(Candidate.TYPE)
+                        connection = lane[1]
+                        if connection is None or not connection.send_now(frame):
+                            await switchboard.relay_frame(handle, lane, Candidate.TYPE, frame)
                         return
-                elif plain_candidate(frame) and self._limiter.allow():
-                    self._switchboard.relaying(Candidate.TYPE)
-                    if not here[1].send_now(frame):
-                        await self._switchboard.relay_later(here[0], here[1], frame)
+                elif forwards and await self._forward(handle, frame):
                     return
             elif frame.startswith(YJS_PREFIX) and await self._keystroke(handle, frame):
                 return
@@ -180,19 +185,15 @@ class Session:
         else:
             await self._switchboard.receive(self._handle, message)
 
-    async def _pass_on(self, handle: Handle, frame: str) -> bool:
-        """Pass a ``candidate`` frame on unparsed if it is a ``plain_candidate`` and can be
-        (to the peer in the call, or to the instance holding the rooms); whether it was."""
-        switchboard = self._switchboard
-        peer = switchboard.relay_lane(handle)
-        if peer is None and not switchboard.forwards(handle):
-            return False
+    async def _forward(self, handle: Handle, frame: str) -> bool:
+        """Pass a ``candidate`` frame on unparsed to the instance holding the rooms, if it is
+        a ``plain_candidate``; whether it was (else the full way says what is wrong, or that
+        it is too fast)."""
         if not plain_candidate(frame) or not self._limiter.allow():
-            return False  # the full way says what is wrong, or that it is too fast
+            return False
+        switchboard = self._switchboard
         switchboard.relaying(Candidate.TYPE)
-        if peer is not None:
-            await switchboard.relay_frame(handle, peer, Candidate.TYPE, frame)
-        elif not await switchboard.forward_frame(handle, frame):
+        if not await switchboard.forward_frame(handle, frame):
             await switchboard.receive_here(handle, parse_message(frame))  # held here after all
         return True
 

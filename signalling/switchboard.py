@@ -2,7 +2,7 @@
 
 A message from a socket is handed to the registry of the instance holding the rooms (the
 router says which), to the worksheet handler, or, for the commonest messages, passed on by
-a short way (``relay_lane``, ``worksheet_lane``); the effects go out through ``Delivery``
+a short way (``relay_here``, ``worksheet_lane``); the effects go out through ``Delivery``
 (``signalling.delivery``): at once to a connection attached here, through the fan-out to
 any other.
 """
@@ -221,32 +221,17 @@ class Switchboard(Delivery):
             effects = [Deliver(handle, error_for(exc, message))]
         await self._publish_for(handle, effects, message)
 
-    def relay_lane(self, handle: Handle) -> Handle | None:
-        """The connection a message relayed from ``handle`` goes to, if it can go there at
-        once: the rooms are held here, both participants are in the call, and nothing waits
-        in the outbox ahead of it.  ``None``: the message takes the full way
-        (``receive``)."""
-        if self._draining or self._outbox or self.forwards(handle):
-            return None
-        return self.registry.relay_peer(handle)
-
-    def relay_here(self, handle: Handle) -> tuple[Handle, Connection] | None:
-        """``relay_lane`` and the connection ``relay_frame`` would write to, on a single
-        instance (no router) when that connection is attached here: the peer's handle and
-        connection, looked up in one synchronous step for the commonest frame of all.
-        ``None``: ``relay_lane`` and ``relay_frame`` are the way."""
-        if self._draining or self._outbox or self._router is not None:
+    def relay_here(self, handle: Handle) -> tuple[Handle, Connection | None] | None:
+        """Where a message relayed from ``handle`` goes, if it can go there at once, for a
+        handle whose messages are not forwarded (``forwards``): nothing waits in the outbox
+        ahead of it and both participants are in the call.  The peer's handle, and its
+        connection if it is attached here (``None``: it is reached through the fan-out);
+        found in one synchronous step, for the commonest frame of all.  ``None``: the
+        message takes the full way (``receive``)."""
+        if self._draining or self._outbox:
             return None
         peer = self.registry.relay_peer(handle)
-        if peer is None:
-            return None
-        connection = self._attached.get(peer)
-        return None if connection is None else (peer, connection)
-
-    async def relay_later(self, peer: Handle, connection: Connection, frame: str) -> None:
-        """Send a relayed frame ``relay_here`` gave the connection for, that could not be
-        written at once (``Connection.send_now``): as ``relay_frame`` would."""
-        await self._straight(peer, connection.send_frame(frame))
+        return None if peer is None else (peer, self._reached(peer))
 
     def forwards(self, handle: Handle) -> bool:
         """Whether a message from ``handle`` may have to go to another instance."""
@@ -258,17 +243,20 @@ class Switchboard(Delivery):
         all (take the way of ``receive_here``)."""
         return self._router is not None and await self._router.receive(handle, frame=frame)
 
-    async def relay_frame(self, sender: Handle, peer: Handle, kind: str, frame: str) -> None:
-        """Pass a relayed frame on, unparsed, to the connection ``relay_lane`` gave: here,
-        or through the fan-out.  What ``receive_here`` does with the message, for a frame
-        that ``encode`` would write the same (``signalling.protocol.plain_candidate``)."""
-        connection = self._reached(peer)
-        if connection is not None:
-            # Written at once if it can be: nothing can come between, so nothing need wait.
-            if not connection.send_now(frame):
-                await self._straight(peer, connection.send_frame(frame))
-            return
-        await self._publish_for(sender, (Passed(peer, kind, frame),))
+    async def relay_frame(
+        self, sender: Handle, lane: tuple[Handle, Connection | None], kind: str, frame: str
+    ) -> None:
+        """Pass a relayed frame on, unparsed, where ``relay_here`` said (``lane``): to the
+        peer's connection here, or through the fan-out.  What ``receive_here`` does with the
+        message, for a frame that ``encode`` would write the same
+        (``signalling.protocol.plain_candidate``).  Written at once if the connection can
+        take it (``Connection.send_now``), which the caller may have tried already."""
+        peer, connection = lane
+        if connection is None:
+            await self._publish_for(sender, (Passed(peer, kind, frame),))
+        elif not connection.send_now(frame):
+            # Nothing can have come between: nothing need wait behind it, either.
+            await self._straight(peer, connection.send_frame(frame))
 
     def worksheet_lane(self, handle: Handle) -> Participant | None:
         """The sender a ``yjs`` frame from ``handle`` may be handed to the worksheet handler

@@ -108,7 +108,7 @@ async def test_a_browser_candidate_in_the_call_is_relayed_as_it_came_without_bei
     assert call.client_socket.sent == []
 
 
-async def test_on_one_instance_a_browser_candidate_is_written_to_the_peer_in_one_step(
+async def test_a_browser_candidate_is_written_to_a_peer_with_room_in_one_step(
     parsed: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     held = Held("therapist", at_once=True)
@@ -118,9 +118,8 @@ async def test_on_one_instance_a_browser_candidate_is_written_to_the_peer_in_one
     async def not_this_way(*args: object) -> None:
         raise AssertionError("relayed through relay_frame")
 
-    # Neither the lane nor the coroutines of the way across instances: the connection is
-    # looked up and written to at once, as the session reads the frame.
-    monkeypatch.setattr(Switchboard, "relay_lane", lambda *args: None)
+    # Not the coroutine for a frame that must wait, or go through the fan-out: the peer's
+    # connection is found and written to at once, in one step.
     monkeypatch.setattr(Switchboard, "relay_frame", not_this_way)
     frame = browser_frame(fields(usernameFragment="9fq2"))
     await call.client.receive(frame)

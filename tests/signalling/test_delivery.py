@@ -163,12 +163,12 @@ async def test_a_message_sent_after_an_interrupted_delivery_waits_for_the_rest_o
     fanout.fail_next = True
     with pytest.raises(ConnectionError):
         await east.admit(h, "c-1")  # the client's part fails; the therapist's is still queued
-    assert east.relay_lane(h) is None  # nor may a candidate pass it
+    assert east.relay_here(h) is None  # nor may a candidate pass it
 
     await east.send(h, Pong(ts=1))
 
     assert therapist.types() == ["peer-joined", "lobby", "pong"]
-    assert east.relay_lane(h) == c
+    assert east.relay_here(h) == (c, None)  # the client's socket is attached to west
 
 
 async def test_what_is_sent_while_a_message_goes_straight_to_a_socket_waits_for_it() -> None:
