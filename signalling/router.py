@@ -248,7 +248,7 @@ class Router:
             elif command.op == "receive" and command.frame is not None:
                 # A candidate as a browser writes it: passed on unparsed if it can be.
                 handle, frame = command.handle, command.frame
-                lane = None if switchboard.forwards(handle) else switchboard.relay_here(handle)
+                lane = switchboard.relay_here(handle)
                 if lane is None:
                     await switchboard.receive_here(handle, parse_message(frame))
                 elif lane[1] is None or not lane[1].send_now(frame):

@@ -156,8 +156,7 @@ class Session:
                 # Where it goes is found, and a peer's socket with room written to, in one
                 # synchronous step: no coroutine for the commonest frame of all.
                 switchboard = self._switchboard
-                forwards = switchboard.forwards(handle)
-                lane = None if forwards else switchboard.relay_here(handle)
+                lane = switchboard.relay_here(handle)
                 if lane is not None:
                     if plain_candidate(frame) and self._limiter.allow():
                         switchboard.relaying(Candidate.TYPE)
@@ -165,7 +164,7 @@ class Session:
                         if connection is None or not connection.send_now(frame):
                             await switchboard.relay_frame(handle, lane, Candidate.TYPE, frame)
                         return
-                elif forwards and await self._forward(handle, frame):
+                elif switchboard.forwards(handle) and await self._forward(handle, frame):
                     return
             elif frame.startswith(YJS_PREFIX) and await self._keystroke(handle, frame):
                 return

@@ -222,16 +222,22 @@ class Switchboard(Delivery):
         await self._publish_for(handle, effects, message)
 
     def relay_here(self, handle: Handle) -> tuple[Handle, Connection | None] | None:
-        """Where a message relayed from ``handle`` goes, if it can go there at once, for a
-        handle whose messages are not forwarded (``forwards``): nothing waits in the outbox
-        ahead of it and both participants are in the call.  The peer's handle, and its
-        connection if it is attached here (``None``: it is reached through the fan-out);
-        found in one synchronous step, for the commonest frame of all.  ``None``: the
-        message takes the full way (``receive``)."""
-        if self._draining or self._outbox:
+        """Where a message relayed from ``handle`` goes, if it can go there at once: the
+        rooms are held here (``forwards`` says no), nothing waits in the outbox ahead of it
+        and both participants are in the call.  The peer's handle, and its connection if it
+        is attached here (``None``: it is reached through the fan-out); found in one
+        synchronous step, for the commonest frame of all (``_reached``, inlined).  ``None``:
+        the message is forwarded (``forwards``) or takes the full way (``receive``)."""
+        router = self._router
+        if self._draining or self._outbox or (router is not None and router.forwards(handle)):
             return None
         peer = self.registry.relay_peer(handle)
-        return None if peer is None else (peer, self._reached(peer))
+        if peer is None:
+            return None
+        connection = self._attached.get(peer)
+        if connection is not None and router is not None:
+            router.heard(peer)
+        return peer, connection
 
     def forwards(self, handle: Handle) -> bool:
         """Whether a message from ``handle`` may have to go to another instance."""
