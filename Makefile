@@ -72,6 +72,7 @@ bench: setup-dev
 	$(BIN)/python -m bench.join --runs 50
 	$(BIN)/python -m bench.booking --runs 50 --bookings 300
 	$(BIN)/python -m bench.fanout --pairs 100 --size 200 --seconds 10 --idle 2000 --rounds 3
+	$(BIN)/python -m bench.fanout --instructions --pairs 20 --seconds 10
 	$(BIN)/python -m bench.worksheet --pairs 50 --rate 20 --seconds 30 --rounds 2
 	$(BIN)/python -m bench.reconnect --drops 30 --restarts 5
 

@@ -26,6 +26,10 @@ Redis and the load share two cores), and the ratios should not hang on one draw.
 
     python -m bench.fanout [--pairs 100] [--size 200] [--seconds 10] [--idle 2000]
                            [--rounds 1]
+    python -m bench.fanout --instructions [--pairs 20] [--seconds 10]
+
+``--instructions`` counts instead what our relay's servers execute a message, under
+callgrind: a figure the machine's load does not move (``bench.fanout.instructions``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import logging
 import os
 
 from bench.common import machine, percentile
-from bench.fanout import alcove, hop, peerjs, relay
+from bench.fanout import alcove, hop, instructions, peerjs, relay
 
 REDIS_URL = os.environ.get("ALCOVE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 WARMUP = 2.0
@@ -242,5 +246,15 @@ if __name__ == "__main__":
         help="run the relays this many times, interleaved; the figures are each one's "
         "round of median throughput",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead: count the instructions our relay's servers execute a message, under "
+        "callgrind (bench.fanout.instructions; fewer --pairs suffice)",
+    )
     _event_loop_policy()
-    asyncio.run(main(parser.parse_args()))
+    arguments = parser.parse_args()
+    if arguments.instructions:
+        asyncio.run(instructions.report(arguments, REDIS_URL))
+    else:
+        asyncio.run(main(arguments))

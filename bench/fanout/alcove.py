@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +85,15 @@ async def running_server(**env: str) -> AsyncIterator[Server]:
 
 
 @contextlib.asynccontextmanager
-async def running_servers(count: int, **env: str) -> AsyncIterator[list[Server]]:
+async def running_servers(
+    count: int, *, wrapper: Sequence[str] = (), **env: str
+) -> AsyncIterator[list[Server]]:
     """``count`` instances of ``bench.fanout.serve`` sharing one fresh SQLite database (and,
     through ``ALCOVE_REDIS_URL`` in ``env``, their rooms), each on a free port.  They stand
     behind one address as behind a load balancer: the first's ``url`` is every instance's
-    public URL, so a browser's cookies and ``Origin`` are good on each."""
+    public URL, so a browser's cookies and ``Origin`` are good on each.  ``wrapper``, if
+    given, is the command each instance's Python runs under (``valgrind`` and its
+    options)."""
     with tempfile.TemporaryDirectory(prefix="alcove-fanout-") as tmp:
         ports = [free_port() for _ in range(count)]
         database = f"sqlite+aiosqlite:///{tmp}/alcove.db"
@@ -107,6 +111,7 @@ async def running_servers(count: int, **env: str) -> AsyncIterator[list[Server]]
         )
         processes = [
             await asyncio.create_subprocess_exec(
+                *wrapper,
                 sys.executable,
                 "-m",
                 "bench.fanout.serve",
