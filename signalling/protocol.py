@@ -254,7 +254,7 @@ def plain_yjs(frame: str) -> tuple[str, str] | None:
 def plain_candidate(frame: str) -> bool:
     """Whether ``frame`` is a ``candidate`` written as a browser writes one, which
     ``parse_message`` accepts and ``encode`` writes back unchanged: it can be relayed as it
-    came, without being parsed (``Switchboard.relay_frame``).  Any other frame is parsed."""
+    came, without being parsed (``Switchboard.relay_here``).  Any other frame is parsed."""
     return _CANDIDATE_FRAME.fullmatch(frame) is not None
 
 

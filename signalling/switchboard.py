@@ -252,15 +252,15 @@ class Switchboard(Delivery):
     async def relay_frame(
         self, sender: Handle, lane: tuple[Handle, Connection | None], kind: str, frame: str
     ) -> None:
-        """Pass a relayed frame on, unparsed, where ``relay_here`` said (``lane``): to the
-        peer's connection here, or through the fan-out.  What ``receive_here`` does with the
-        message, for a frame that ``encode`` would write the same
-        (``signalling.protocol.plain_candidate``).  Written at once if the connection can
-        take it (``Connection.send_now``), which the caller may have tried already."""
+        """Pass a relayed frame on, unparsed, where ``relay_here`` said (``lane``), when the
+        peer's connection could not take it at once (``Connection.send_now``, which the
+        caller tries first, in the same step): through the fan-out, or to the connection
+        here behind nothing.  What ``receive_here`` does with the message, for a frame that
+        ``encode`` would write the same (``signalling.protocol.plain_candidate``)."""
         peer, connection = lane
         if connection is None:
             await self._publish_for(sender, (Passed(peer, kind, frame),))
-        elif not connection.send_now(frame):
+        else:
             # Nothing can have come between: nothing need wait behind it, either.
             await self._straight(peer, connection.send_frame(frame))
 

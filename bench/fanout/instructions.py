@@ -20,11 +20,10 @@ against tens of millions.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,12 +67,6 @@ def _totals(directory: Path) -> int:
     return total
 
 
-@contextlib.contextmanager
-def _dumps() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="alcove-callgrind-") as tmp:
-        yield Path(tmp)
-
-
 def _wrapper(directory: Path) -> Sequence[str]:
     return (
         "valgrind",
@@ -89,7 +82,8 @@ async def count(instances: int, args: argparse.Namespace, redis_url: str) -> Cou
     ``args.seconds``, instrumented while they relay; the messages relayed and the servers'
     instructions meanwhile."""
     env = {"ALCOVE_REDIS_URL": redis_url} if instances > 1 else {}
-    with _dumps() as directory:
+    with tempfile.TemporaryDirectory(prefix="alcove-callgrind-") as tmp:
+        directory = Path(tmp)
         async with alcove.running_servers(instances, wrapper=_wrapper(directory), **env) as servers:
             people = alcove.People()
             try:
