@@ -249,11 +249,11 @@ class TimedFanout:
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
         lag = self._metrics.fanout_lag
 
-        async def timed(stamped: str) -> None:
+        def timed(stamped: str) -> Awaitable[None] | None:
             stamp, _, payload = stamped.partition(" ")
             if stamp != UNTIMED:
                 lag.observe(max(time.time() - float(stamp), 0.0))
-            await callback(payload)
+            return callback(payload)
 
         return await self._inner.subscribe(channel, timed)
 

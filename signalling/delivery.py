@@ -186,22 +186,25 @@ class Delivery:
                 self._resume.add(task)
                 task.add_done_callback(self._resume.discard)
 
-    async def _on_payload(self, channel: str, payload: str) -> None:
+    def _on_payload(self, channel: str, payload: str) -> Awaitable[None] | None:
+        """Carry out an effect published on ``channel`` (the fan-out's callback).  A frame
+        another instance encoded, for a connection attached here with room for it, is
+        written at once, in the fan-out reader's own step; anything else is returned for the
+        reader to await."""
         try:
             effect = load_effect(payload)
         except ValueError:
             log.exception("dropping an unreadable effect on %s", channel)
-            return
-        if isinstance(effect, Forwarded):
-            await self._forward_locally(effect)
-        else:
-            await self._perform_locally(effect)
+            return None
+        if not isinstance(effect, Forwarded):
+            return self._perform(effect)
+        connection = self._reached(effect.to)
+        if connection is None or connection.send_now(effect.frame):
+            return None
+        return connection.send_frame(effect.frame)
 
-    async def _forward_locally(self, forwarded: Forwarded) -> None:
-        """Send a frame another instance encoded, if its connection is attached here."""
-        connection = self._reached(forwarded.to)
-        if connection is not None:
-            await connection.send_frame(forwarded.frame)
+    async def _perform(self, effect: Effect) -> None:
+        await self._perform_locally(effect)
 
     async def _perform_locally(self, effect: Effect | Passed) -> bool:
         """Carry out ``effect`` if its connection is attached here; whether it was."""

@@ -22,8 +22,11 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-#: Called with each payload published on the subscribed channel.
-Callback = Callable[[str], Awaitable[None]]
+#: Called with each payload published on the subscribed channel.  It either finishes with
+#: the payload at once and returns ``None`` (a frame written straight to a socket: no
+#: coroutine is made for it), or returns what the fan-out then awaits before it calls the
+#: subscriber with the next payload.
+Callback = Callable[[str], Awaitable[None] | None]
 
 
 class FanoutUnavailable(Exception):
@@ -82,7 +85,9 @@ class LocalFanout:
             if not subscription.active:
                 continue
             try:
-                await subscription.callback(payload)
+                pending = subscription.callback(payload)
+                if pending is not None:
+                    await pending
             except Exception:
                 log.exception("subscriber of %s failed", channel)
 

@@ -298,8 +298,19 @@ class RedisFanout:
                 kind, channel, data = reply
                 if kind == "message":
                     entry = channels.get(channel)
-                    if entry is not None:
+                    if entry is None:
+                        continue
+                    callbacks = entry.callbacks
+                    if len(callbacks) != 1:
                         await self._dispatch(entry, data)
+                        continue
+                    # The common case, in line: one subscriber, which mostly finishes at once.
+                    try:
+                        pending = callbacks[0].callback(data)
+                        if pending is not None:
+                            await pending
+                    except Exception:
+                        log.exception("subscriber of %s failed", channel)
                 elif kind == "subscribe":
                     waiting = self._unconfirmed.get(channel)
                     if waiting:
@@ -312,7 +323,9 @@ class RedisFanout:
             if not subscription.active:
                 continue
             try:
-                await subscription.callback(payload)
+                pending = subscription.callback(payload)
+                if pending is not None:
+                    await pending
             except Exception:
                 log.exception("subscriber of %s failed", entry.name)
 

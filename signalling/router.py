@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -219,12 +219,24 @@ class Router:
 
     # At the owner
 
-    async def _on_command(self, payload: str) -> None:
+    def _on_command(self, payload: str) -> Awaitable[None] | None:
+        """Carry out a command forwarded to the rooms held here (the inbox's callback).  A
+        plain candidate whose peer's connection is attached here, with room for it, is
+        written at once, in the fan-out reader's own step; anything else is returned for the
+        reader to await."""
         try:
             command = load_command(payload)
         except ValueError:
             log.exception("dropping an unreadable command")
-            return
+            return None
+        frame = command.frame
+        if frame is not None and command.therapist in self._leases.held:
+            lane = self._switchboard.relay_here(command.handle)
+            if lane is not None and lane[1] is not None and lane[1].send_now(frame):
+                return None
+        return self._carry_out(command)
+
+    async def _carry_out(self, command: Command) -> None:
         switchboard = self._switchboard
         if command.therapist not in self._leases.held:
             # Sent before the rooms moved away from here: the socket reconnects to the owner.

@@ -6,19 +6,20 @@ Redis hop; ours against the reference PeerJS server.
    (each pair a therapist and an admitted client in a call; the per-socket rate limit
    lifted, see ``bench.fanout.serve``), ours as two instances sharing Redis (each pair's
    therapist on one, its client on the other: every message crosses Redis once), and
-   PeerJS (``CANDIDATE`` messages between two peer ids).
+   PeerJS (``CANDIDATE`` messages between two peer ids).  And the floor: the same PeerJS
+   clients through ``bench.fanout.floor``, a relay with no protocol on the same aiohttp
+   and uvloop as ours; and the floor in two processes sharing Redis (each pair's second
+   peer on the second), the yardstick of our two instances.
 2. The Redis hop.  The same loop straight on the fan-out: two ``RedisFanout`` instances in
    this process against one ``LocalFanout``; publish → callback latency.  Once with the
    relay's load, once with a single pair (the hop without queueing).
-   And the floor: the same PeerJS clients through ``bench.fanout.floor``, a relay with no
-   protocol on the same aiohttp and uvloop as ours.
 3. Memory.  ``--idle`` websockets connected and idle (ours: clients in the waiting room of
    their own appointments, after ``hello``; PeerJS: peers after ``OPEN``); the growth of
    the server process's resident set, per socket.
 
 The load runs in this process (with uvloop if it is installed), the server in another.
 
-With ``--rounds N`` the four relays run N times, one after another in each round (every
+With ``--rounds N`` the five relays run N times, one after another in each round (every
 other round in the reverse order, so that no relay always runs first, or always right after
 another), and the summary takes, for each, its round of median throughput: on a small
 machine one run of a relay can land in a slower regime than the next (the two instances,
@@ -36,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import secrets
 
 from bench.common import machine, percentile
 from bench.fanout import alcove, hop, instructions, peerjs, relay
@@ -70,19 +73,28 @@ async def relay_ours(args: argparse.Namespace, *, instances: int = 1) -> relay.R
             await people.close()
 
 
-async def relay_peerjs(args: argparse.Namespace, *, floor: bool = False) -> relay.Result:
-    """PeerJS; with ``floor``, the same clients through ``bench.fanout.floor``."""
-    async with peerjs.running_server(floor=floor) as server:
+async def relay_peerjs(
+    args: argparse.Namespace, *, floor: bool = False, instances: int = 1
+) -> relay.Result:
+    """PeerJS; with ``floor``, the same clients through ``bench.fanout.floor``: one, or two
+    sharing Redis (each pair's second peer on the second: every message crosses Redis
+    once)."""
+    redis = (REDIS_URL, f"floor-{secrets.token_hex(4)}") if instances > 1 else None
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(peerjs.running_server(floor=floor, redis=redis))
+            for _ in range(instances)
+        ]
         peers = peerjs.Peers()
         try:
-            pairs = await peerjs.pairs(server, peers, args.pairs, args.size)
+            pairs = await peerjs.pairs(servers[0], peers, args.pairs, args.size, servers[-1])
             return await relay.run(
                 pairs,
                 peerjs.is_relayed,
                 peerjs.nothing_to_answer,
                 warmup=WARMUP,
                 seconds=args.seconds,
-                server_pid=server.pid,
+                server_pid=tuple(server.pid for server in servers),
             )
         finally:
             await peers.close()
@@ -124,6 +136,7 @@ RELAYS = {
     "two": "ours (two instances, Redis)",
     "peerjs": f"PeerJS {peerjs.VERSION}               ",
     "floor": "floor (aiohttp, no protocol) ",
+    "floor2": "floor, two processes (Redis) ",
 }
 
 
@@ -132,7 +145,7 @@ async def _relay(name: str, args: argparse.Namespace) -> relay.Result:
         return await relay_ours(args)
     if name == "two":
         return await relay_ours(args, instances=2)
-    return await relay_peerjs(args, floor=name == "floor")
+    return await relay_peerjs(args, floor=name != "peerjs", instances=2 if name == "floor2" else 1)
 
 
 def _order(round_number: int) -> list[str]:
@@ -173,18 +186,20 @@ async def main(args: argparse.Namespace) -> None:
             result = await _relay(name, args)
             runs[name].append(result)
             print(f"  {RELAYS[name]}{result.line()}")
-    ours, ours_redis, reference, floor = (_median(runs[name]) for name in RELAYS)
+    ours, ours_redis, reference, floor, floor_redis = (_median(runs[name]) for name in RELAYS)
     if args.rounds > 1:
         print(f"  the round of median throughput, of {args.rounds}, for each:")
         for name, label in RELAYS.items():
             print(f"  {label}{_median(runs[name]).line()}")
-        each = zip(runs["ours"], runs["two"], runs["peerjs"], strict=True)
-        rounds = [(one.throughput, two.throughput, peer.throughput) for one, two, peer in each]
+        each = zip(*(runs[name] for name in RELAYS), strict=True)
+        rounds = [[result.throughput for result in results] for results in each]
         print(
             "  within each round: ours / PeerJS throughput "
-            + ", ".join(f"{one / peer:.2f}x" for one, _, peer in rounds)
+            + ", ".join(f"{one / peer:.2f}x" for one, _, peer, _, _ in rounds)
             + "; two instances / one "
-            + ", ".join(f"{two / one:.2f}x" for one, two, _ in rounds)
+            + ", ".join(f"{two / one:.2f}x" for one, two, _, _, _ in rounds)
+            + "; the floor's two processes / one "
+            + ", ".join(f"{two / one:.2f}x" for _, _, _, one, two in rounds)
         )
     print(
         f"  ours / PeerJS: throughput {ours.throughput / reference.throughput:.2f}x, "
@@ -198,7 +213,9 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(
         f"  two instances / one: throughput {ours_redis.throughput / ours.throughput:.2f}x, "
-        f"p50 +{_ms(ours_redis, 0.5) - _ms(ours, 0.5):.3f} ms"
+        f"p50 +{_ms(ours_redis, 0.5) - _ms(ours, 0.5):.3f} ms; the floor's two processes / "
+        f"one: throughput {floor_redis.throughput / floor.throughput:.2f}x, "
+        f"p50 +{_ms(floor_redis, 0.5) - _ms(floor, 0.5):.3f} ms"
     )
     # Throughput on a shared machine follows what else runs; the CPU a message costs each
     # server, over every round, follows the server's own work far more closely.
@@ -207,7 +224,8 @@ async def main(args: argparse.Namespace) -> None:
         "  server CPU a message, all rounds: "
         + ", ".join(f"{name} {cpu[name] * 1e6:.1f} µs" for name in RELAYS)
         + f"; ours / PeerJS {cpu['ours'] / cpu['peerjs']:.2f}x, "
-        f"two instances / one {cpu['two'] / cpu['ours']:.2f}x"
+        f"two instances / one {cpu['two'] / cpu['ours']:.2f}x, "
+        f"the floor's two processes / one {cpu['floor2'] / cpu['floor']:.2f}x"
     )
 
     print("\nthe Redis hop (publish -> callback, two RedisFanouts in one process)")

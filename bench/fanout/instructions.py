@@ -1,4 +1,4 @@
-"""Instructions a relayed message: our relay counted by callgrind, not timed.
+"""Instructions a relayed message: our relay and its floor counted by callgrind, not timed.
 
 On a shared machine a relay's throughput, and even its CPU time, move by a tenth from one
 run to the next with what else runs, so a change of a few per cent cannot be seen in them.
@@ -14,23 +14,38 @@ servers run some fifty times slower, so fewer pairs suffice; what runs on a time
 pings) is then a larger share of the count, but it is a few thousand instructions a second
 against tens of millions.
 
+The floor (``bench.fanout.floor``) is counted the same way, in one process and in two
+sharing Redis: how many instructions a relayed message costs with no protocol at all, and
+how many more its crossing between processes costs, with nothing but the crossing.
+
     python -m bench.fanout --instructions [--pairs 20] [--seconds 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fanout import alcove, relay
+from bench.fanout import alcove, peerjs, relay
 
-#: The label and the number of instances of each relay counted.
-RELAYS = {"ours (in-process fan-out)  ": 1, "ours (two instances, Redis)": 2}
+#: The label of each relay counted, the relay, and its number of instances.
+RELAYS = {
+    "ours (in-process fan-out)   ": ("ours", 1),
+    "ours (two instances, Redis) ": ("ours", 2),
+    "floor (aiohttp, no protocol)": ("floor", 1),
+    "floor, two processes (Redis)": ("floor", 2),
+}
+
+#: The servers' process ids, the pairs relaying through them, and how to tell a relayed
+#: frame and answer any other.
+Running = tuple[list[int], list[relay.Pair], Callable[[str], bool], relay.Other]
 
 
 @dataclass(frozen=True)
@@ -77,35 +92,66 @@ def _wrapper(directory: Path) -> Sequence[str]:
     )
 
 
-async def count(instances: int, args: argparse.Namespace, redis_url: str) -> Count:
-    """Run ``args.pairs`` pairs through ``instances`` instances under callgrind for
-    ``args.seconds``, instrumented while they relay; the messages relayed and the servers'
-    instructions meanwhile."""
+@contextlib.asynccontextmanager
+async def _ours(
+    instances: int, args: argparse.Namespace, redis_url: str, wrapper: Sequence[str]
+) -> AsyncIterator[Running]:
     env = {"ALCOVE_REDIS_URL": redis_url} if instances > 1 else {}
+    async with alcove.running_servers(instances, wrapper=wrapper, **env) as servers:
+        people = alcove.People()
+        try:
+            pairs = await alcove.pairs_in_calls(
+                servers[0], people, args.pairs, args.size, clients_on=servers[-1]
+            )
+            yield [server.pid for server in servers], pairs, alcove.is_relayed, alcove.answer_pings
+        finally:
+            await people.close()
+
+
+@contextlib.asynccontextmanager
+async def _floor(
+    instances: int, args: argparse.Namespace, redis_url: str, wrapper: Sequence[str]
+) -> AsyncIterator[Running]:
+    redis = (redis_url, f"floor-{secrets.token_hex(4)}") if instances > 1 else None
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(
+                peerjs.running_server(floor=True, redis=redis, wrapper=wrapper)
+            )
+            for _ in range(instances)
+        ]
+        peers = peerjs.Peers()
+        try:
+            pairs = await peerjs.pairs(servers[0], peers, args.pairs, args.size, servers[-1])
+            yield (
+                [server.pid for server in servers],
+                pairs,
+                peerjs.is_relayed,
+                peerjs.nothing_to_answer,
+            )
+        finally:
+            await peers.close()
+
+
+async def count(name: str, instances: int, args: argparse.Namespace, redis_url: str) -> Count:
+    """Run ``args.pairs`` pairs through ``instances`` instances of relay ``name`` (``ours``
+    or ``floor``) under callgrind for ``args.seconds``, instrumented while they relay; the
+    messages relayed and the servers' instructions meanwhile."""
+    running = _ours if name == "ours" else _floor
     with tempfile.TemporaryDirectory(prefix="alcove-callgrind-") as tmp:
         directory = Path(tmp)
-        async with alcove.running_servers(instances, wrapper=_wrapper(directory), **env) as servers:
-            people = alcove.People()
+        async with running(instances, args, redis_url, _wrapper(directory)) as found:
+            pids, pairs, is_relayed, answer = found
+            for pid in pids:
+                _control("--instr=on", pid)
             try:
-                pairs = await alcove.pairs_in_calls(
-                    servers[0], people, args.pairs, args.size, clients_on=servers[-1]
+                result = await relay.run(
+                    pairs, is_relayed, answer, warmup=0.0, seconds=args.seconds
                 )
-                for server in servers:
-                    _control("--instr=on", server.pid)
-                try:
-                    result = await relay.run(
-                        pairs,
-                        alcove.is_relayed,
-                        alcove.answer_pings,
-                        warmup=0.0,
-                        seconds=args.seconds,
-                    )
-                finally:
-                    for server in servers:
-                        _control("--instr=off", server.pid)
-                        _control("--dump", server.pid)
             finally:
-                await people.close()
+                for pid in pids:
+                    _control("--instr=off", pid)
+                    _control("--dump", pid)
         return Count(len(result.latencies), _totals(directory))
 
 
@@ -115,11 +161,15 @@ async def report(args: argparse.Namespace, redis_url: str) -> None:
         print("  not counted: valgrind (with callgrind_control) is not installed")
         return
     counts: dict[str, Count] = {}
-    for label, instances in RELAYS.items():
-        counts[label] = found = await count(instances, args, redis_url)
+    for label, (name, instances) in RELAYS.items():
+        counts[label] = found = await count(name, instances, args, redis_url)
         print(
             f"  {label}  {found.per_message:9,.0f} instructions a message "
             f"(servers, user space; {found.messages} messages)"
         )
-    one, two = (counts[label].per_message for label in RELAYS)
-    print(f"  two instances / one: {two / one:.2f}x")
+    one, two, floor_one, floor_two = (counts[label].per_message for label in RELAYS)
+    print(
+        f"  two instances / one: {two / one:.2f}x; the floor's two processes / one: "
+        f"{floor_two / floor_one:.2f}x; ours / the floor: one {one / floor_one:.2f}x, "
+        f"two {two / floor_two:.2f}x"
+    )

@@ -17,7 +17,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +54,17 @@ class PeerServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(*, floor: bool = False) -> AsyncIterator[PeerServer]:
+async def running_server(
+    *, floor: bool = False, redis: tuple[str, str] | None = None, wrapper: Sequence[str] = ()
+) -> AsyncIterator[PeerServer]:
     """PeerJS on a free port; with ``floor``, ``bench.fanout.floor`` instead (the same
-    protocol, relayed by aiohttp with nothing else)."""
+    protocol, relayed by aiohttp with nothing else), reaching other floors through Redis
+    if ``redis`` (its URL and the channels' namespace) is given, and run under
+    ``wrapper`` (``valgrind`` and its options) if that is given."""
     port = free_port()
     if floor:
-        command = [sys.executable, "-m", "bench.fanout.floor", str(port)]
+        floor_command = ["-m", "bench.fanout.floor", str(port), *(redis or ())]
+        command = [*wrapper, sys.executable, *floor_command]
     else:
         node = shutil.which("node")
         if node is None:
@@ -129,14 +134,18 @@ class Peers:
         await self.http.close()
 
 
-async def pairs(server: PeerServer, peers: Peers, count: int, size: int) -> list[Pair]:
+async def pairs(
+    server: PeerServer, peers: Peers, count: int, size: int, b_on: PeerServer | None = None
+) -> list[Pair]:
+    """``count`` pairs of peers on ``server``; with ``b_on``, each pair's second peer on
+    that server instead."""
     made: list[Pair] = []
     for number in range(count):
         a, b = f"p{number}a", f"p{number}b"
         made.append(
             Pair(
                 await peers.socket(server, a),
-                await peers.socket(server, b),
+                await peers.socket(b_on or server, b),
                 [candidate_frame(b, size, f"{a}.{n} ") for n in range(VARIANTS)],
                 [candidate_frame(a, size, f"{b}.{n} ") for n in range(VARIANTS)],
             )

@@ -5,9 +5,11 @@ the other instance cannot be reached."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from signalling.effects import Handle
 from signalling.errors import ErrorCode
-from signalling.fanout import LocalFanout
+from signalling.fanout import Callback, LocalFanout, Subscription
 from signalling.messages import Admit, Candidate, Error
 from signalling.participants import Seat
 from signalling.parts import Role
@@ -18,6 +20,7 @@ from signalling.session import Session
 from signalling.switchboard import Switchboard
 from tests.signalling.fakes import (
     Clock,
+    Held,
     Joined,
     RecordingConnection,
     client_seat,
@@ -33,10 +36,33 @@ UP = browser_frame(fields(f"{LINE} up", usernameFragment="c1ie"))
 DOWN = browser_frame(fields(f"{LINE} down", usernameFragment="th3r"))
 
 
-def person(switchboard: Switchboard, seat: Seat) -> tuple[Session, RecordingConnection]:
-    """A socket's session for ``seat`` on ``switchboard``, and its connection."""
-    connection = RecordingConnection(seat.role.value)
+def person(
+    switchboard: Switchboard, seat: Seat, *, at_once: bool = False
+) -> tuple[Session, RecordingConnection]:
+    """A socket's session for ``seat`` on ``switchboard``, and its connection; with
+    ``at_once``, one that writes a frame at once, as a socket with room does."""
+    connection = (
+        Held(seat.role.value, at_once=True) if at_once else RecordingConnection(seat.role.value)
+    )
     return seated(switchboard, seat, connection), connection
+
+
+class Watching(LocalFanout):
+    """A LocalFanout that notes each payload a subscriber did not finish with at once (it
+    returned something to await)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited: list[str] = []
+
+    async def subscribe(self, channel: str, callback: Callback) -> Subscription:
+        def noting(payload: str) -> Awaitable[None] | None:
+            pending = callback(payload)
+            if pending is not None:
+                self.awaited.append(payload)
+            return pending
+
+        return await super().subscribe(channel, noting)
 
 
 async def hello(session: Session, seat: Seat) -> Handle:
@@ -51,15 +77,17 @@ def candidates(connection: RecordingConnection) -> list[str]:
     return [frame for frame in connection.frames if frame.startswith('{"type":"candidate"')]
 
 
-async def call_across() -> tuple[Instance, Instance, list[tuple[Session, RecordingConnection]]]:
+async def call_across(
+    fanout: LocalFanout | None = None, *, at_once: bool = False
+) -> tuple[Instance, Instance, list[tuple[Session, RecordingConnection]]]:
     """The therapist's session on east (which takes the rooms), the client's on west, both
     in the call."""
-    fanout, store = LocalFanout(), dict[str, str]()
+    fanout, store = fanout or LocalFanout(), dict[str, str]()
     east, west = Instance("east", fanout, store), Instance("west", fanout, store)
     await east.switchboard.start()
     await west.switchboard.start()
-    therapist = person(east.switchboard, therapist_seat())
-    client = person(west.switchboard, client_seat())
+    therapist = person(east.switchboard, therapist_seat(), at_once=at_once)
+    client = person(west.switchboard, client_seat(), at_once=at_once)
     host = await hello(therapist[0], therapist_seat())
     await hello(client[0], client_seat())
     await east.switchboard.receive(host, Admit(participant="c-1"))
@@ -78,6 +106,28 @@ async def test_a_browser_candidate_crosses_instances_unparsed_both_ways(parsed: 
     assert candidates(client_socket) == [DOWN]
     assert UP not in parsed and DOWN not in parsed
     assert therapist_socket.of(Error) == client_socket.of(Error) == []
+
+
+async def test_a_candidate_for_a_socket_with_room_is_written_in_the_fanout_readers_own_step(
+    parsed: list[str],
+) -> None:
+    fanout = Watching()
+    _, _, [(therapist, therapist_socket), (client, client_socket)] = await call_across(
+        fanout, at_once=True
+    )
+    fanout.awaited.clear()
+
+    await client.receive(UP)  # a command to the owner, east: written to the therapist's socket
+    await therapist.receive(DOWN)  # an effect for west: written to the client's socket
+
+    # Neither the owner's inbox nor the client's channel left anything to await: each
+    # frame was written while the subscriber had it, with no coroutine made for it.
+    assert fanout.awaited == []
+    assert candidates(therapist_socket) == [UP]
+    assert candidates(client_socket) == [DOWN]
+    assert isinstance(therapist_socket, Held) and isinstance(client_socket, Held)
+    assert therapist_socket.at_once[-1:] == [UP] and client_socket.at_once[-1:] == [DOWN]
+    assert UP not in parsed and DOWN not in parsed
 
 
 async def test_a_candidate_with_an_id_still_crosses_parsed_and_without_its_id(

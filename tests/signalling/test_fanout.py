@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 
 import pytest
 
@@ -37,6 +39,30 @@ async def test_payloads_arrive_in_the_order_they_were_published() -> None:
     for n in range(5):
         await fanout.publish("c", str(n))
     assert inbox.payloads == ["0", "1", "2", "3", "4"]
+
+
+async def test_a_subscriber_may_finish_at_once_or_hand_back_what_to_await(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fanout = LocalFanout()
+    seen: list[str] = []
+
+    async def later(payload: str) -> None:
+        await asyncio.sleep(0)
+        seen.append(payload)
+
+    def at_once_or_later(payload: str) -> Awaitable[None] | None:
+        if payload == "now":
+            seen.append(payload)
+            return None
+        return later(payload)
+
+    await fanout.subscribe("c", at_once_or_later)
+    for payload in ("now", "later", "now"):
+        await fanout.publish("c", payload)
+
+    assert seen == ["now", "later", "now"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_a_payload_nobody_listens_for_is_gone_for_a_later_subscriber() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,6 +62,27 @@ class Inbox:
                 self._arrived.clear()
                 await self._arrived.wait()
         return self.payloads
+
+
+class Mixed:
+    """A subscriber that finishes with an even payload at once and hands back, for an odd
+    one, a coroutine that takes a few turns of the event loop before it records it."""
+
+    def __init__(self) -> None:
+        self.payloads: list[str] = []
+        self.handed_back = 0
+
+    def __call__(self, payload: str) -> Awaitable[None] | None:
+        if int(payload) % 2 == 0:
+            self.payloads.append(payload)
+            return None
+        self.handed_back += 1
+        return self._slowly(payload)
+
+    async def _slowly(self, payload: str) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.payloads.append(payload)
 
 
 @pytest.fixture
@@ -165,6 +187,43 @@ async def test_a_failing_subscriber_does_not_keep_the_payload_from_the_others(
     await fanout.subscribe(f"{prefix}c", broken)
     await fanout.subscribe(f"{prefix}c", inbox)
     await fanout.publish(f"{prefix}c", "still delivered")
+
+    assert await inbox.wait_for(1) == ["still delivered"]
+
+
+async def test_a_subscriber_finishing_at_once_or_later_gets_every_payload_in_order(
+    fanouts: Factory, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher, subscriber = await fanouts(), await fanouts()
+    mixed, last = Mixed(), Inbox()
+    await subscriber.subscribe(f"{prefix}c", mixed)
+    await subscriber.subscribe(f"{prefix}last", last)
+
+    for n in range(100):
+        await publisher.publish(f"{prefix}c", str(n))
+    await publisher.publish(f"{prefix}last", "done")
+
+    # One reader serves both channels in order: once "done" is in, so is all of ``c``, each
+    # payload handed back awaited before the next was given out.
+    assert await last.wait_for(1) == ["done"]
+    assert mixed.payloads == [str(n) for n in range(100)]
+    assert mixed.handed_back == 50
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_sole_subscriber_failing_at_once_does_not_stop_the_reader(
+    fanouts: Factory, prefix: str
+) -> None:
+    publisher, subscriber = await fanouts(), await fanouts()
+    inbox = Inbox()
+
+    def broken(payload: str) -> None:
+        raise RuntimeError("subscriber bug")
+
+    await subscriber.subscribe(f"{prefix}broken", broken)
+    await subscriber.subscribe(f"{prefix}fine", inbox)
+    await publisher.publish(f"{prefix}broken", "lost to the bug")
+    await publisher.publish(f"{prefix}fine", "still delivered")
 
     assert await inbox.wait_for(1) == ["still delivered"]
 
