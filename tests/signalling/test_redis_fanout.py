@@ -25,8 +25,10 @@ from server.app import create_app
 from server.calls import REDIS_FANOUT
 from server.models import Therapist
 from server.settings import SettingsError, load_settings
+from signalling import redis_publisher
 from signalling.fanout import FanoutUnavailable
 from signalling.redis_fanout import RedisFanout
+from signalling.redis_wire import publish_commands
 from tests.conftest import (
     THERAPIST_EMAIL,
     THERAPIST_PASSWORD,
@@ -209,6 +211,28 @@ async def test_a_subscriber_finishing_at_once_or_later_gets_every_payload_in_ord
     assert mixed.payloads == [str(n) for n in range(100)]
     assert mixed.handed_back == 50
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_what_is_published_in_the_turn_after_the_writer_woke_joins_its_batch(
+    fanouts: Factory, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher, subscriber = await fanouts(), await fanouts()
+    inbox = Inbox()
+    await subscriber.subscribe(f"{prefix}c", inbox)
+    batches: list[int] = []
+
+    def noted(batch: list[tuple[str, str]]) -> bytes:
+        batches.append(len(batch))
+        return publish_commands(batch)
+
+    monkeypatch.setattr(redis_publisher, "publish_commands", noted)
+
+    await publisher.publish(f"{prefix}c", "1")  # wakes the writer
+    await asyncio.sleep(0)  # the writer's turn: it waits one more
+    await publisher.publish(f"{prefix}c", "2")
+
+    assert await inbox.wait_for(2) == ["1", "2"]
+    assert batches == [2]
 
 
 async def test_a_sole_subscriber_failing_at_once_does_not_stop_the_reader(
