@@ -239,12 +239,17 @@ class TimedFanout:
         self._published = 0
 
     async def publish(self, channel: str, payload: str) -> None:
+        await self._inner.publish(channel, self._stamped(payload))
+
+    def publish_now(self, channel: str, payload: str) -> bool:
+        return self._inner.publish_now(channel, self._stamped(payload))
+
+    def _stamped(self, payload: str) -> str:
         count = self._published
         self._published = count + 1
         if count % LAG_SAMPLE:
-            await self._inner.publish(channel, f"{UNTIMED} {payload}")
-        else:
-            await self._inner.publish(channel, f"{time.time()!r} {payload}")
+            return f"{UNTIMED} {payload}"
+        return f"{time.time()!r} {payload}"
 
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
         lag = self._metrics.fanout_lag

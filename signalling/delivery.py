@@ -123,6 +123,14 @@ class Delivery:
                 return
         await self._publish((Passed(handle, kind, frame),))
 
+    def pass_on_now(self, to: Handle, kind: str, frame: str) -> bool:
+        """Publish, in one step, a frame passed on unparsed for a connection of another
+        instance, if nothing waits to go out ahead of it and the fan-out takes it at once
+        (``Fanout.publish_now``); ``False``: nothing was done (``send_frame`` will do it)."""
+        if self._draining or self._outbox:
+            return False
+        return self._fanout.publish_now(channel_of(to), dump_effect(Passed(to, kind, frame)))
+
     async def _straight(self, handle: Handle, sending: Awaitable[None]) -> None:
         """Await ``sending``, a send to ``handle``'s connection begun with nothing waiting
         ahead of it, as the drain loop would: what is published meanwhile waits behind it."""

@@ -53,6 +53,11 @@ class Fanout(Protocol):
     async def publish(self, channel: str, payload: str) -> None:
         """Deliver ``payload`` to every current subscriber of ``channel``."""
 
+    def publish_now(self, channel: str, payload: str) -> bool:
+        """``publish`` in one step, if the fan-out can take ``payload`` at once (queue it,
+        in order with everything published before); ``False``: it cannot, and ``publish``
+        must be awaited instead, which then says why.  Never raises."""
+
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
         """Call ``callback`` with every payload published on ``channel`` from now on."""
 
@@ -90,6 +95,10 @@ class LocalFanout:
                     await pending
             except Exception:
                 log.exception("subscriber of %s failed", channel)
+
+    def publish_now(self, channel: str, payload: str) -> bool:
+        """Never: ``publish`` awaits each subscriber in turn."""
+        return False
 
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
         subscription = _LocalSubscription(self, channel, callback)

@@ -28,5 +28,8 @@ class NamespacedFanout:
     async def publish(self, channel: str, payload: str) -> None:
         await self._inner.publish(self._prefix + channel, payload)
 
+    def publish_now(self, channel: str, payload: str) -> bool:
+        return self._inner.publish_now(self._prefix + channel, payload)
+
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
         return await self._inner.subscribe(self._prefix + channel, callback)

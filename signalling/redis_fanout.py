@@ -136,6 +136,8 @@ class RedisFanout:
         )  # fmt: skip
         #: ``Fanout.publish``: the publisher's own, so a payload takes no extra step.
         self.publish = self._publisher.publish
+        #: ``Fanout.publish_now``: the publisher's own, likewise.
+        self.publish_now = self._publisher.publish_now
         self._subscriber_pool = ConnectionPool.from_url(url, max_connections=2, **options)
         self._subscriber_client = Redis(connection_pool=self._subscriber_pool)
         self._channels: dict[str, _Channel] = {}

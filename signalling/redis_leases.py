@@ -127,17 +127,24 @@ class RedisLeases:
     def held(self) -> AbstractSet[str]:
         return self._held
 
+    def owner_now(self, therapist: str) -> str | None:
+        if therapist in self._held:
+            return self._me
+        cached = self._cache.get(therapist)
+        if cached is None:
+            return None
+        left = cached[1] - time.monotonic()
+        if left <= 0:
+            return None
+        if left < self._refresh_seconds and therapist not in self._refreshing:
+            self._refresh_soon(therapist, cached)
+        return cached[0]
+
     async def owner(self, therapist: str) -> tuple[str, bool]:
         while True:
-            if therapist in self._held:
-                return self._me, False
-            cached = self._cache.get(therapist)
-            if cached is not None:
-                left = cached[1] - time.monotonic()
-                if left > 0:
-                    if left < self._refresh_seconds and therapist not in self._refreshing:
-                        self._refresh_soon(therapist, cached)
-                    return cached[0], False
+            known = self.owner_now(therapist)
+            if known is not None:
+                return known, False
             finding = self._finding.get(therapist)
             if finding is None:
                 return await self._find(therapist)

@@ -130,16 +130,22 @@ class Publisher:
 
     async def publish(self, channel: str, payload: str) -> None:
         """Queue ``payload`` for the writer; ``FanoutUnavailable`` while Redis is down."""
-        while True:
+        while not self.publish_now(channel, payload):
             if not self.up or self.closed:
                 raise unavailable(self._location, self.closed, "the payload was not published")
-            if len(self._queue) < self._queue_limit:
-                break
             self._room.clear()
             await self._room.wait()
-        self._queue.append((channel, payload))
+
+    def publish_now(self, channel: str, payload: str) -> bool:
+        """Queue ``payload`` for the writer if Redis is up and the queue has room; whether
+        it was (if not, ``publish`` waits for room, or raises)."""
+        queue = self._queue
+        if not self.up or self.closed or len(queue) >= self._queue_limit:
+            return False
+        queue.append((channel, payload))
         self._drained.clear()
         self._wake.set()
+        return True
 
     async def write_forever(self) -> None:
         if not self.up:

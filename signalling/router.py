@@ -149,6 +149,21 @@ class Router:
             await self._refuse(handle, message)
         return True
 
+    def forward_now(self, handle: Handle, frame: str) -> bool:
+        """``receive`` of a ``plain_candidate`` frame in one step, if it can be: the owner of
+        the rooms known at once (``Leases.owner_now``), still the one the socket came to and
+        another instance, and the fan-out taking the command at once
+        (``Fanout.publish_now``).  ``False``: nothing was done, and ``receive`` must be
+        awaited."""
+        home = self._homes.get(handle.token)
+        if home is None:
+            return False
+        owner = self._leases.owner_now(home.therapist)
+        if owner is None or owner != home.owner or owner == self._me:
+            return False
+        command = Command("receive", home.therapist, handle, frame=frame)
+        return self._switchboard.fanout.publish_now(inbox_channel(owner), dump_command(command))
+
     async def disconnect(self, handle: Handle) -> bool:
         """Forget a socket that went away; whether its rooms are held elsewhere (and were
         told, if they could be)."""
@@ -231,9 +246,15 @@ class Router:
             return None
         frame = command.frame
         if frame is not None and command.therapist in self._leases.held:
-            lane = self._switchboard.relay_here(command.handle)
-            if lane is not None and lane[1] is not None and lane[1].send_now(frame):
-                return None
+            switchboard = self._switchboard
+            lane = switchboard.relay_here(command.handle)
+            if lane is not None:
+                peer, connection = lane
+                if connection is not None:
+                    if connection.send_now(frame):
+                        return None
+                elif switchboard.pass_on_now(peer, Candidate.TYPE, frame):
+                    return None
         return self._carry_out(command)
 
     async def _carry_out(self, command: Command) -> None:

@@ -61,6 +61,11 @@ class Leases(Protocol):
         """The instance that owns ``therapist``'s rooms, taking the lease if nobody holds
         it; and whether this call took it."""
 
+    def owner_now(self, therapist: str) -> str | None:
+        """What ``owner`` would answer at once, without asking anyone: this instance, if it
+        holds the lease, or the owner it remembers; ``None``: ask ``owner``.  Never
+        raises."""
+
     async def renew(self, therapists: Iterable[str]) -> list[str]:
         """Extend this instance's leases of ``therapists`` (taking any that lapsed and
         nobody took); let go of the others it holds.  Returns those another instance holds

@@ -161,10 +161,21 @@ class Session:
                     if plain_candidate(frame) and self._limiter.allow():
                         switchboard.relaying(Candidate.TYPE)
                         connection = lane[1]
-                        if connection is None or not connection.send_now(frame):
+                        if (
+                            not connection.send_now(frame)
+                            if connection is not None
+                            else not switchboard.pass_on_now(lane[0], Candidate.TYPE, frame)
+                        ):
                             await switchboard.relay_frame(handle, lane, Candidate.TYPE, frame)
                         return
-                elif switchboard.forwards(handle) and await self._forward(handle, frame):
+                elif (
+                    switchboard.forwards(handle)
+                    and plain_candidate(frame)
+                    and self._limiter.allow()
+                ):
+                    switchboard.relaying(Candidate.TYPE)
+                    if not switchboard.forward_now(handle, frame):
+                        await self._forward(handle, frame)
                     return
             elif frame.startswith(YJS_PREFIX) and await self._keystroke(handle, frame):
                 return
@@ -184,17 +195,12 @@ class Session:
         else:
             await self._switchboard.receive(self._handle, message)
 
-    async def _forward(self, handle: Handle, frame: str) -> bool:
-        """Pass a ``candidate`` frame on unparsed to the instance holding the rooms, if it is
-        a ``plain_candidate``; whether it was (else the full way says what is wrong, or that
-        it is too fast)."""
-        if not plain_candidate(frame) or not self._limiter.allow():
-            return False
+    async def _forward(self, handle: Handle, frame: str) -> None:
+        """Pass a ``plain_candidate`` frame on unparsed to the instance holding the rooms,
+        when that could not be done in one step (``Switchboard.forward_now``)."""
         switchboard = self._switchboard
-        switchboard.relaying(Candidate.TYPE)
         if not await switchboard.forward_frame(handle, frame):
             await switchboard.receive_here(handle, parse_message(frame))  # held here after all
-        return True
 
     async def _keystroke(self, handle: Handle, frame: str) -> bool:
         """Hand a ``yjs`` frame to the worksheet without parsing it into a message, if it is

@@ -243,6 +243,11 @@ class Switchboard(Delivery):
         """Whether a message from ``handle`` may have to go to another instance."""
         return self._router is not None and self._router.forwards(handle)
 
+    def forward_now(self, handle: Handle, frame: str) -> bool:
+        """``forward_frame`` in one step, if it can be (``Router.forward_now``); ``False``:
+        nothing was done, and ``forward_frame`` must be awaited."""
+        return self._router is not None and self._router.forward_now(handle, frame)
+
     async def forward_frame(self, handle: Handle, frame: str) -> bool:
         """Send a ``plain_candidate`` frame, unparsed, to the instance holding ``handle``'s
         rooms, as ``receive`` sends a message there; ``False``: they are held here after
@@ -252,11 +257,12 @@ class Switchboard(Delivery):
     async def relay_frame(
         self, sender: Handle, lane: tuple[Handle, Connection | None], kind: str, frame: str
     ) -> None:
-        """Pass a relayed frame on, unparsed, where ``relay_here`` said (``lane``), when the
-        peer's connection could not take it at once (``Connection.send_now``, which the
-        caller tries first, in the same step): through the fan-out, or to the connection
-        here behind nothing.  What ``receive_here`` does with the message, for a frame that
-        ``encode`` would write the same (``signalling.protocol.plain_candidate``)."""
+        """Pass a relayed frame on, unparsed, where ``relay_here`` said (``lane``), when it
+        could not go at once (``Connection.send_now`` to a peer here, ``pass_on_now`` to
+        one elsewhere, which the caller tries first, in the same step): through the
+        fan-out, or to the connection here behind nothing.  What ``receive_here`` does with
+        the message, for a frame that ``encode`` would write the same
+        (``signalling.protocol.plain_candidate``)."""
         peer, connection = lane
         if connection is None:
             await self._publish_for(sender, (Passed(peer, kind, frame),))

@@ -5,9 +5,13 @@ the other instance cannot be reached."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from collections.abc import Awaitable
 
-from signalling.effects import Handle
+import pytest
+
+from signalling.effects import Forwarded, Handle, load_effect
 from signalling.errors import ErrorCode
 from signalling.fanout import Callback, LocalFanout, Subscription
 from signalling.messages import Admit, Candidate, Error
@@ -127,6 +131,63 @@ async def test_a_candidate_for_a_socket_with_room_is_written_in_the_fanout_reade
     assert candidates(client_socket) == [DOWN]
     assert isinstance(therapist_socket, Held) and isinstance(client_socket, Held)
     assert therapist_socket.at_once[-1:] == [UP] and client_socket.at_once[-1:] == [DOWN]
+    assert UP not in parsed and DOWN not in parsed
+
+
+class Queueing(Watching):
+    """A fan-out that takes payloads at once (``publish_now``) into a queue that one task
+    delivers, in order, as the Redis publisher's writer does; ``taken`` holds them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[str] = []
+        self._queue: collections.deque[tuple[str, str]] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    def publish_now(self, channel: str, payload: str) -> bool:
+        self.taken.append(payload)
+        self._queue.append((channel, payload))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        return True
+
+    async def _write(self) -> None:
+        while self._queue:
+            await self.publish(*self._queue.popleft())
+
+    async def delivered(self) -> None:
+        while self._writer is not None and not self._writer.done():
+            await self._writer
+
+
+async def test_a_candidate_crossing_instances_is_handed_to_the_fanout_in_one_step_both_ways(
+    parsed: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fanout = Queueing()
+    _, _, [(therapist, therapist_socket), (client, client_socket)] = await call_across(
+        fanout, at_once=True
+    )
+    fanout.taken.clear()
+    fanout.awaited.clear()
+    assert client.handle is not None
+
+    async def not_this_way(*args: object) -> bool:
+        raise AssertionError("through a coroutine")
+
+    # Neither the client's instance forwarding to the owner, nor the owner passing the
+    # therapist's frame on to the client's instance, takes a coroutine for it.
+    monkeypatch.setattr(Switchboard, "forward_frame", not_this_way)
+    monkeypatch.setattr(Switchboard, "relay_frame", not_this_way)
+    await client.receive(UP)  # west -> east's inbox, taken at once
+    await therapist.receive(DOWN)  # east -> the client's channel, taken at once
+    command, effect = fanout.taken
+    assert load_command(command).frame == UP
+    assert load_effect(effect) == Forwarded(client.handle, DOWN)
+    await fanout.delivered()
+
+    assert candidates(therapist_socket) == [UP]
+    assert candidates(client_socket) == [DOWN]
+    assert fanout.awaited == []  # and written at once where they arrived
     assert UP not in parsed and DOWN not in parsed
 
 

@@ -235,6 +235,29 @@ async def test_what_is_published_in_the_turn_after_the_writer_woke_joins_its_bat
     assert batches == [2]
 
 
+async def test_publish_now_queues_at_once_in_order_with_publish_and_says_no_when_it_cannot(
+    fanouts: Factory, prefix: str
+) -> None:
+    publisher, subscriber = await fanouts(), await fanouts()
+    inbox = Inbox()
+    await subscriber.subscribe(f"{prefix}c", inbox)
+
+    await publisher.publish(f"{prefix}c", "1")
+    assert publisher.publish_now(f"{prefix}c", "2") is True
+    await publisher.publish(f"{prefix}c", "3")
+    assert await inbox.wait_for(3) == ["1", "2", "3"]
+
+    full = await fanouts(queue_limit=1)
+    assert full.publish_now(f"{prefix}c", "4") is True
+    assert full.publish_now(f"{prefix}c", "5") is False  # no room: publish would wait
+    assert await inbox.wait_for(4) == ["1", "2", "3", "4"]
+
+    down = await fanouts(closed_port_url())
+    assert down.publish_now(f"{prefix}c", "lost") is False
+    with pytest.raises(FanoutUnavailable):
+        await down.publish(f"{prefix}c", "lost")
+
+
 async def test_a_sole_subscriber_failing_at_once_does_not_stop_the_reader(
     fanouts: Factory, prefix: str
 ) -> None:

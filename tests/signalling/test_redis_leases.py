@@ -88,6 +88,23 @@ async def test_the_first_instance_to_ask_takes_the_lease_and_the_others_see_it(
     assert 0 < await redis_admin.pttl(lease_key(namespace, "t-1")) <= 10_000
 
 
+async def test_the_owner_is_known_at_once_where_it_is_held_or_remembered_and_only_there(
+    leases: Factory, redis_admin: Redis, namespace: str
+) -> None:
+    east, west, north = leases("east"), leases("west"), leases("north", cache_seconds=0.0)
+    assert east.owner_now("t-1") is None  # nobody asked yet: only Redis can say
+
+    await east.owner("t-1")
+    await west.owner("t-1")
+    await north.owner("t-1")
+
+    assert east.owner_now("t-1") == "east"  # held
+    assert west.owner_now("t-1") == "east"  # remembered
+    assert north.owner_now("t-1") is None  # remembered for no time at all
+    west.forget("t-1")
+    assert west.owner_now("t-1") is None
+
+
 async def test_renewing_keeps_the_wanted_leases_and_lets_the_others_go(
     leases: Factory, redis_admin: Redis, namespace: str
 ) -> None:
