@@ -254,7 +254,7 @@ class TimedFanout:
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
         lag = self._metrics.fanout_lag
 
-        def timed(stamped: str) -> Awaitable[None] | None:
+        def timed(stamped: str) -> Awaitable[object] | None:
             stamp, _, payload = stamped.partition(" ")
             if stamp != UNTIMED:
                 lag.observe(max(time.time() - float(stamp), 0.0))

@@ -194,7 +194,7 @@ class Delivery:
                 self._resume.add(task)
                 task.add_done_callback(self._resume.discard)
 
-    def _on_payload(self, channel: str, payload: str) -> Awaitable[None] | None:
+    def _on_payload(self, channel: str, payload: str) -> Awaitable[object] | None:
         """Carry out an effect published on ``channel`` (the fan-out's callback).  A frame
         another instance encoded, for a connection attached here with room for it, is
         written at once, in the fan-out reader's own step; anything else is returned for the
@@ -205,14 +205,11 @@ class Delivery:
             log.exception("dropping an unreadable effect on %s", channel)
             return None
         if not isinstance(effect, Forwarded):
-            return self._perform(effect)
+            return self._perform_locally(effect)
         connection = self._reached(effect.to)
         if connection is None or connection.send_now(effect.frame):
             return None
         return connection.send_frame(effect.frame)
-
-    async def _perform(self, effect: Effect) -> None:
-        await self._perform_locally(effect)
 
     async def _perform_locally(self, effect: Effect | Passed) -> bool:
         """Carry out ``effect`` if its connection is attached here; whether it was."""

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 #: the payload at once and returns ``None`` (a frame written straight to a socket: no
 #: coroutine is made for it), or returns what the fan-out then awaits before it calls the
 #: subscriber with the next payload.
-Callback = Callable[[str], Awaitable[None] | None]
+Callback = Callable[[str], Awaitable[object] | None]
 
 
 class FanoutUnavailable(Exception):

@@ -234,7 +234,7 @@ class Router:
 
     # At the owner
 
-    def _on_command(self, payload: str) -> Awaitable[None] | None:
+    def _on_command(self, payload: str) -> Awaitable[object] | None:
         """Carry out a command forwarded to the rooms held here (the inbox's callback).  A
         plain candidate whose peer's connection is attached here, with room for it, is
         written at once, in the fan-out reader's own step; anything else is returned for the
@@ -246,15 +246,13 @@ class Router:
             return None
         frame = command.frame
         if frame is not None and command.therapist in self._leases.held:
+            # A candidate as a browser writes it: passed on unparsed if it can be.
             switchboard = self._switchboard
             lane = switchboard.relay_here(command.handle)
             if lane is not None:
-                peer, connection = lane
-                if connection is not None:
-                    if connection.send_now(frame):
-                        return None
-                elif switchboard.pass_on_now(peer, Candidate.TYPE, frame):
+                if switchboard.relay_now(lane, Candidate.TYPE, frame):
                     return None
+                return switchboard.relay_frame(command.handle, lane, Candidate.TYPE, frame)
         return self._carry_out(command)
 
     async def _carry_out(self, command: Command) -> None:
@@ -279,13 +277,9 @@ class Router:
             elif command.op == "disconnect":
                 effects = registry.disconnect(command.handle)
             elif command.op == "receive" and command.frame is not None:
-                # A candidate as a browser writes it: passed on unparsed if it can be.
-                handle, frame = command.handle, command.frame
-                lane = switchboard.relay_here(handle)
-                if lane is None:
-                    await switchboard.receive_here(handle, parse_message(frame))
-                elif lane[1] is None or not lane[1].send_now(frame):
-                    await switchboard.relay_frame(handle, lane, Candidate.TYPE, frame)
+                # A candidate the short way (``_on_command``) could not pass on: the peer is
+                # not in the call, or something waits in the outbox.
+                await switchboard.receive_here(command.handle, parse_message(command.frame))
                 return
             elif command.op == "receive" and command.message is not None:
                 await switchboard.receive_here(command.handle, command.message)

@@ -254,15 +254,25 @@ class Switchboard(Delivery):
         all (take the way of ``receive_here``)."""
         return self._router is not None and await self._router.receive(handle, frame=frame)
 
+    def relay_now(self, lane: tuple[Handle, Connection | None], kind: str, frame: str) -> bool:
+        """Pass a relayed frame on where ``relay_here`` said (``lane``), in the same step, if
+        it can go at once: written to the peer's connection here with room for it
+        (``Connection.send_now``), or taken by the fan-out for the peer's instance
+        (``pass_on_now``).  ``False``: nothing was done, and ``relay_frame`` must be
+        awaited."""
+        connection = lane[1]
+        if connection is not None:
+            return connection.send_now(frame)
+        return self.pass_on_now(lane[0], kind, frame)
+
     async def relay_frame(
         self, sender: Handle, lane: tuple[Handle, Connection | None], kind: str, frame: str
     ) -> None:
         """Pass a relayed frame on, unparsed, where ``relay_here`` said (``lane``), when it
-        could not go at once (``Connection.send_now`` to a peer here, ``pass_on_now`` to
-        one elsewhere, which the caller tries first, in the same step): through the
-        fan-out, or to the connection here behind nothing.  What ``receive_here`` does with
-        the message, for a frame that ``encode`` would write the same
-        (``signalling.protocol.plain_candidate``)."""
+        could not go at once (``relay_now``, which the caller tries first, in the same
+        step): through the fan-out, or to the connection here behind nothing.  What
+        ``receive_here`` does with the message, for a frame that ``encode`` would write the
+        same (``signalling.protocol.plain_candidate``)."""
         peer, connection = lane
         if connection is None:
             await self._publish_for(sender, (Passed(peer, kind, frame),))

@@ -60,7 +60,7 @@ class Watching(LocalFanout):
         self.awaited: list[str] = []
 
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
-        def noting(payload: str) -> Awaitable[None] | None:
+        def noting(payload: str) -> Awaitable[object] | None:
             pending = callback(payload)
             if pending is not None:
                 self.awaited.append(payload)
